@@ -1,0 +1,1 @@
+//! The CQL statement classifier. No NGINX types.

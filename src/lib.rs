@@ -1,0 +1,14 @@
+//! `ngx_stream_cql_module`: a CQL-aware identity proxy inside NGINX's stream module.
+//!
+//! This file only wires. The pure, NGINX-free parts live in their own folders:
+//! - [`codec`]: the CQL native protocol (envelopes, v5 segments, compression, messages);
+//! - [`classify`]: what a CQL statement does and which permissions it needs;
+//! - [`session`]: the per-connection state machine that the NGINX filter feeds with bytes.
+//!
+//! Every `unsafe` NGINX call lives in [`ngx`].
+
+pub mod classify;
+pub mod codec;
+pub mod session;
+
+mod ngx;

@@ -1,0 +1,1 @@
+//! All unsafe NGINX glue.
