@@ -1,0 +1,405 @@
+//! The CQL lexer, written with `nom`, following Cassandra's `Lexer.g`.
+//!
+//! - Whitespace is space, tab, `\n`, `\r`. Comments are `-- ...` and `// ...` up to the next
+//!   `\n` **or** `\r` (or the end of the text), and `/* ... */` (not nested; unterminated is an
+//!   error). Comments may stand anywhere between tokens, also between the parts of `ks.table`.
+//! - Unquoted identifiers are a letter followed by letters, digits and `_`; they fold to lower
+//!   case. Quoted identifiers `"..."` keep their case; `""` inside stands for one `"`; they may
+//!   contain dots and anything else.
+//! - String literals `'...'` with `''` for a quote, and `$$...$$` with no escapes.
+//! - Numbers (integers, floats, durations such as `1h30m`), UUIDs, blobs `0x..`.
+//! - Punctuation, including `?` and `:name` bind markers.
+//!
+//! Tokens borrow from the text; [`name`] folds or unescapes only when it changes something.
+
+use std::borrow::Cow;
+
+use nom::branch::alt;
+use nom::bytes::complete::{is_not, tag, take_till, take_until, take_while, take_while1};
+use nom::character::complete::{char, multispace1, satisfy};
+use nom::combinator::{cut, recognize};
+use nom::multi::many0_count;
+use nom::sequence::{delimited, pair, preceded, tuple};
+use nom::IResult;
+
+/// One token. Text slices borrow from the statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tok<'a> {
+    /// An unquoted identifier or keyword, as written (not folded yet).
+    Ident(&'a str),
+    /// A quoted identifier: the text between the quotes, `""` escapes still in place.
+    Quoted(&'a str),
+    /// A `'...'` string: the text between the quotes, `''` escapes still in place.
+    Str(&'a str),
+    /// A `$$...$$` string: the text between the markers.
+    Dollar(&'a str),
+    /// A number, duration, UUID or blob literal.
+    Number(&'a str),
+    /// Punctuation: `(`, `)`, `,`, `;`, `.`, `<=`, `!=`, `?`, ...
+    Sym(&'a str),
+    /// The end of the text.
+    End,
+}
+
+impl Tok<'_> {
+    /// A short description for error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Tok::Ident(s) => format!("'{}'", truncate(s)),
+            Tok::Quoted(s) => format!("'\"{}\"'", truncate(s)),
+            Tok::Str(_) | Tok::Dollar(_) => "a string literal".to_string(),
+            Tok::Number(s) => format!("'{}'", truncate(s)),
+            Tok::Sym(s) => format!("'{s}'"),
+            Tok::End => "the end of the statement".to_string(),
+        }
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Folds an unquoted identifier to lower case, borrowing when it is lower case already.
+pub fn fold(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// Replaces a doubled quote character by one, borrowing when there is none.
+pub fn unescape(s: &str, quote: char) -> Cow<'_, str> {
+    let doubled: &str = if quote == '"' { "\"\"" } else { "''" };
+    if s.contains(doubled) {
+        Cow::Owned(s.replace(doubled, &quote.to_string()))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// The name a token stands for: unquoted folded, quoted unescaped, or `None`.
+pub fn name<'a>(tok: Tok<'a>) -> Option<Cow<'a, str>> {
+    match tok {
+        Tok::Ident(s) => Some(fold(s)),
+        Tok::Quoted(s) => Some(unescape(s, '"')),
+        _ => None,
+    }
+}
+
+fn line_comment(i: &str) -> IResult<&str, &str> {
+    recognize(pair(
+        alt((tag("--"), tag("//"))),
+        take_till(|c| c == '\n' || c == '\r'),
+    ))(i)
+}
+
+fn block_comment(i: &str) -> IResult<&str, &str> {
+    recognize(tuple((tag("/*"), cut(take_until("*/")), tag("*/"))))(i)
+}
+
+/// Skips whitespace and comments.
+fn trivia(i: &str) -> IResult<&str, usize> {
+    many0_count(alt((multispace1, line_comment, block_comment)))(i)
+}
+
+fn quoted_body(i: &str) -> IResult<&str, &str> {
+    let (i, s) = recognize(many0_count(alt((is_not("\""), tag("\"\"")))))(i)?;
+    let (i, _) = char('"')(i)?;
+    if s.is_empty() {
+        return Err(nom::Err::Error(nom::error::Error::new(
+            i,
+            nom::error::ErrorKind::Verify,
+        )));
+    }
+    Ok((i, s))
+}
+
+fn quoted_ident(i: &str) -> IResult<&str, Tok<'_>> {
+    let (i, s) = preceded(char('"'), cut(quoted_body))(i)?;
+    Ok((i, Tok::Quoted(s)))
+}
+
+fn string(i: &str) -> IResult<&str, Tok<'_>> {
+    let (i, s) = preceded(
+        char('\''),
+        cut(|i| {
+            let (i, s) = recognize(many0_count(alt((is_not("'"), tag("''")))))(i)?;
+            let (i, _) = char('\'')(i)?;
+            Ok((i, s))
+        }),
+    )(i)?;
+    Ok((i, Tok::Str(s)))
+}
+
+fn dollar(i: &str) -> IResult<&str, Tok<'_>> {
+    let (i, s) = preceded(
+        tag("$$"),
+        cut(|i| {
+            let (i, s) = take_until("$$")(i)?;
+            let (i, _) = tag("$$")(i)?;
+            Ok((i, s))
+        }),
+    )(i)?;
+    Ok((i, Tok::Dollar(s)))
+}
+
+fn ident(i: &str) -> IResult<&str, Tok<'_>> {
+    let (i, s) = recognize(pair(
+        satisfy(|c| c.is_ascii_alphabetic()),
+        take_while(|c: char| c.is_ascii_alphanumeric() || c == '_'),
+    ))(i)?;
+    Ok((i, Tok::Ident(s)))
+}
+
+fn hex(n: usize) -> impl Fn(&str) -> IResult<&str, &str> {
+    move |i: &str| {
+        let (rest, s) = take_while1(|c: char| c.is_ascii_hexdigit())(i)?;
+        if s.len() == n {
+            Ok((rest, s))
+        } else {
+            Err(nom::Err::Error(nom::error::Error::new(
+                i,
+                nom::error::ErrorKind::HexDigit,
+            )))
+        }
+    }
+}
+
+fn uuid(i: &str) -> IResult<&str, Tok<'_>> {
+    let (rest, s) = recognize(tuple((
+        hex(8),
+        char('-'),
+        hex(4),
+        char('-'),
+        hex(4),
+        char('-'),
+        hex(4),
+        char('-'),
+        hex(12),
+    )))(i)?;
+    Ok((rest, Tok::Number(s)))
+}
+
+/// Integers, floats (`1.5e-3`), durations (`1h30m`), blobs (`0xcafe`): a digit, then letters,
+/// digits and `_`, an optional fraction, an optional signed exponent.
+fn number(i: &str) -> IResult<&str, Tok<'_>> {
+    let word = |i| take_while(|c: char| c.is_ascii_alphanumeric() || c == '_')(i);
+    let (mut rest, _) = pair(satisfy(|c| c.is_ascii_digit()), word)(i)?;
+    if let Ok((r, _)) = delimited(
+        char::<_, nom::error::Error<&str>>('.'),
+        satisfy(|c| c.is_ascii_digit()),
+        word,
+    )(rest)
+    {
+        rest = r;
+    }
+    let consumed = &i[..i.len() - rest.len()];
+    if consumed.ends_with(['e', 'E']) {
+        if let Ok((r, _)) = pair(
+            alt((char::<_, nom::error::Error<&str>>('+'), char('-'))),
+            take_while1(|c: char| c.is_ascii_digit()),
+        )(rest)
+        {
+            rest = r;
+        }
+    }
+    Ok((rest, Tok::Number(&i[..i.len() - rest.len()])))
+}
+
+fn symbol(i: &str) -> IResult<&str, Tok<'_>> {
+    let (rest, s) = alt((
+        tag("<="),
+        tag(">="),
+        tag("!="),
+        recognize(satisfy(|c| "(),;.*=<>+-[]{}:?/%".contains(c))),
+    ))(i)?;
+    Ok((rest, Tok::Sym(s)))
+}
+
+fn token(i: &str) -> IResult<&str, Tok<'_>> {
+    alt((quoted_ident, string, dollar, uuid, ident, number, symbol))(i)
+}
+
+/// A lexing error, with the byte offset where it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LexError {
+    pub offset: usize,
+    pub message: String,
+}
+
+/// A cursor over the tokens of a text (`Copy`: cloning is free lookahead).
+#[derive(Clone, Copy, Debug)]
+pub struct Lexer<'a> {
+    src: &'a str,
+    rest: &'a str,
+    start: usize,
+}
+
+impl<'a> Lexer<'a> {
+    pub fn new(src: &'a str) -> Lexer<'a> {
+        Lexer {
+            src,
+            rest: src,
+            start: 0,
+        }
+    }
+
+    /// Byte offset of the next unread character.
+    pub fn offset(&self) -> usize {
+        self.src.len() - self.rest.len()
+    }
+
+    fn error(&self, at: &str, what: &str) -> LexError {
+        LexError {
+            offset: self.src.len() - at.len(),
+            message: what.to_string(),
+        }
+    }
+
+    /// Byte offset where the token last returned by [`Lexer::next_token`] starts.
+    pub fn token_start(&self) -> usize {
+        self.start
+    }
+
+    /// The next token, skipping whitespace and comments.
+    pub fn next_token(&mut self) -> Result<Tok<'a>, LexError> {
+        let rest = match trivia(self.rest) {
+            Ok((rest, _)) => rest,
+            Err(_) => {
+                let at = self.rest.find("/*").map_or(self.rest, |p| &self.rest[p..]);
+                return Err(self.error(at, "unterminated /* comment"));
+            }
+        };
+        self.rest = rest;
+        self.start = self.offset();
+        if rest.is_empty() {
+            return Ok(Tok::End);
+        }
+        match token(rest) {
+            Ok((after, tok)) => {
+                self.rest = after;
+                Ok(tok)
+            }
+            Err(nom::Err::Failure(_)) => {
+                let what = match rest.as_bytes()[0] {
+                    b'"' => "unterminated or empty quoted name",
+                    b'\'' => "unterminated string literal",
+                    _ => "unterminated $$ string",
+                };
+                Err(self.error(rest, what))
+            }
+            Err(_) => {
+                let c = rest.chars().next().unwrap_or('?');
+                Err(self.error(rest, &format!("unexpected character {c:?}")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &str) -> Vec<Tok<'_>> {
+        let mut l = Lexer::new(s);
+        let mut v = Vec::new();
+        loop {
+            let t = l.next_token().unwrap();
+            if t == Tok::End {
+                return v;
+            }
+            v.push(t);
+        }
+    }
+
+    #[test]
+    fn identifiers_and_folding() {
+        assert_eq!(
+            toks("Quoted_KS.Orders"),
+            vec![Tok::Ident("Quoted_KS"), Tok::Sym("."), Tok::Ident("Orders")]
+        );
+        assert_eq!(fold("Quoted_KS"), "quoted_ks");
+        assert!(matches!(fold("users"), Cow::Borrowed(_)));
+        assert_eq!(toks(r#""a.b""#), vec![Tok::Quoted("a.b")]);
+        assert_eq!(toks(r#""say ""hi""""#), vec![Tok::Quoted(r#"say ""hi"""#)]);
+        assert_eq!(unescape(r#"say ""hi"""#, '"'), r#"say "hi""#);
+        assert_eq!(name(Tok::Quoted("MiXed")).unwrap(), "MiXed");
+        assert_eq!(name(Tok::Ident("MiXed")).unwrap(), "mixed");
+    }
+
+    #[test]
+    fn comments() {
+        assert_eq!(toks("a -- x\rb"), vec![Tok::Ident("a"), Tok::Ident("b")]);
+        assert_eq!(toks("a // x\nb"), vec![Tok::Ident("a"), Tok::Ident("b")]);
+        assert_eq!(toks("a -- ; DROP"), vec![Tok::Ident("a")]);
+        assert_eq!(
+            toks("shop/**/./**/users"),
+            vec![Tok::Ident("shop"), Tok::Sym("."), Tok::Ident("users")]
+        );
+        assert_eq!(
+            toks("a /* ; \n */ b"),
+            vec![Tok::Ident("a"), Tok::Ident("b")]
+        );
+        let mut l = Lexer::new("a /* never closed");
+        l.next_token().unwrap();
+        let e = l.next_token().unwrap_err();
+        assert_eq!(e.offset, 2);
+        assert!(e.message.contains("comment"));
+    }
+
+    #[test]
+    fn literals() {
+        assert_eq!(toks("'it''s; DROP'"), vec![Tok::Str("it''s; DROP")]);
+        assert_eq!(toks("$$ a; b $$"), vec![Tok::Dollar(" a; b ")]);
+        assert_eq!(toks("''"), vec![Tok::Str("")]);
+        assert_eq!(
+            toks("1.5e-3 42 1h30m 0xCAFE"),
+            vec![
+                Tok::Number("1.5e-3"),
+                Tok::Number("42"),
+                Tok::Number("1h30m"),
+                Tok::Number("0xCAFE")
+            ]
+        );
+        assert_eq!(
+            toks("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            vec![Tok::Number("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")]
+        );
+        assert_eq!(
+            toks("a<=?,:b!=c"),
+            vec![
+                Tok::Ident("a"),
+                Tok::Sym("<="),
+                Tok::Sym("?"),
+                Tok::Sym(","),
+                Tok::Sym(":"),
+                Tok::Ident("b"),
+                Tok::Sym("!="),
+                Tok::Ident("c")
+            ]
+        );
+    }
+
+    #[test]
+    fn errors() {
+        for bad in ["'open", "\"open", "$$ open", "#", "a \u{e9}", "\"\""] {
+            let mut l = Lexer::new(bad);
+            let mut failed = false;
+            for _ in 0..4 {
+                match l.next_token() {
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                    Ok(Tok::End) => break,
+                    Ok(_) => {}
+                }
+            }
+            assert!(failed, "{bad:?} should not lex");
+        }
+    }
+}

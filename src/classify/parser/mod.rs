@@ -1,0 +1,540 @@
+//! A recursive-descent parser over the [`lexer`](super::lexer)'s tokens.
+//!
+//! The statement's head (the parts that name keyspaces, tables, functions, roles and decide
+//! the kind) is parsed exactly; expressions (selectors, WHERE clauses, values, table options)
+//! are scanned with balanced brackets, looking only for function calls, bind markers and the
+//! keywords that end them. Nothing recurses on the input: brackets are counted, so nesting
+//! is bounded by [`MAX_NESTING`] without stack growth.
+
+use std::borrow::Cow;
+
+use super::functions::is_native;
+use super::lexer::{self, Lexer, Tok};
+use super::permission::Permission;
+use super::resource::Resource;
+use super::statement::{Flags, Kind, Statement};
+
+mod dcl;
+mod ddl;
+mod describe;
+mod dml;
+
+/// Deepest bracket nesting accepted in an expression or type.
+pub const MAX_NESTING: u32 = 64;
+
+/// The reason given when a statement needs a keyspace and neither it nor the connection
+/// names one.
+pub const NO_KEYSPACE: &str =
+    "no keyspace has been specified: USE a keyspace, or name it as keyspace.name";
+
+/// Keywords the CQL reference lists as reserved: never names unless quoted.
+const RESERVED: &[&str] = &[
+    "add",
+    "allow",
+    "alter",
+    "and",
+    "apply",
+    "asc",
+    "authorize",
+    "batch",
+    "begin",
+    "by",
+    "columnfamily",
+    "create",
+    "delete",
+    "desc",
+    "describe",
+    "drop",
+    "entries",
+    "execute",
+    "from",
+    "full",
+    "grant",
+    "if",
+    "in",
+    "index",
+    "infinity",
+    "insert",
+    "into",
+    "is",
+    "keyspace",
+    "limit",
+    "materialized",
+    "mbean",
+    "mbeans",
+    "modify",
+    "nan",
+    "norecursive",
+    "not",
+    "null",
+    "of",
+    "on",
+    "or",
+    "order",
+    "primary",
+    "rename",
+    "replace",
+    "revoke",
+    "schema",
+    "select",
+    "set",
+    "table",
+    "to",
+    "token",
+    "truncate",
+    "unlogged",
+    "unset",
+    "update",
+    "use",
+    "using",
+    "view",
+    "where",
+    "with",
+];
+
+/// Whether an unquoted word is a reserved keyword (case-insensitive).
+pub fn is_reserved(word: &str) -> bool {
+    if word.len() > 12 {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    let lower = &mut buf[..word.len()];
+    lower.copy_from_slice(word.as_bytes());
+    lower.make_ascii_lowercase();
+    match std::str::from_utf8(lower) {
+        Ok(l) => RESERVED.binary_search(&l).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Why a text did not classify.
+#[derive(Debug)]
+pub struct Fail(pub String);
+
+pub type PResult<T> = Result<T, Fail>;
+
+pub struct Parser<'a> {
+    lex: Lexer<'a>,
+    peeked: Option<(Tok<'a>, usize)>,
+    /// The connection's current keyspace.
+    pub current: Option<&'a str>,
+}
+
+impl<'a> Parser<'a> {
+    pub fn new(text: &'a str, current: Option<&'a str>) -> Parser<'a> {
+        Parser {
+            lex: Lexer::new(text),
+            peeked: None,
+            current: current.filter(|k| !k.is_empty()),
+        }
+    }
+
+    fn lex_next(lex: &mut Lexer<'a>) -> PResult<(Tok<'a>, usize)> {
+        match lex.next_token() {
+            Ok(t) => Ok((t, lex.token_start())),
+            Err(e) => Err(Fail(format!("{} at character {}", e.message, e.offset + 1))),
+        }
+    }
+
+    /// The next token, not consumed.
+    pub fn peek(&mut self) -> PResult<Tok<'a>> {
+        if let Some((t, _)) = self.peeked {
+            return Ok(t);
+        }
+        let t = Self::lex_next(&mut self.lex)?;
+        self.peeked = Some(t);
+        Ok(t.0)
+    }
+
+    /// The token after the next one, not consumed (`End` when it does not lex).
+    pub fn peek2(&mut self) -> PResult<Tok<'a>> {
+        self.peek()?;
+        let mut l = self.lex;
+        Ok(Self::lex_next(&mut l).map(|t| t.0).unwrap_or(Tok::End))
+    }
+
+    /// A lexer positioned after the next token, for longer lookahead.
+    pub fn lookahead(&mut self) -> PResult<Lexer<'a>> {
+        self.peek()?;
+        Ok(self.lex)
+    }
+
+    /// Consumes and returns the next token.
+    pub fn bump(&mut self) -> PResult<Tok<'a>> {
+        let t = self.peek()?;
+        self.peeked = None;
+        Ok(t)
+    }
+
+    fn position(&self) -> usize {
+        self.peeked.map_or(self.lex.offset(), |(_, at)| at) + 1
+    }
+
+    /// A failure naming what was expected and what was found, with the position.
+    pub fn unexpected(&mut self, wanted: &str) -> Fail {
+        let found = match self.peek() {
+            Ok(t) => t.describe(),
+            Err(e) => return e,
+        };
+        Fail(format!(
+            "expected {wanted}, found {found} at character {}",
+            self.position()
+        ))
+    }
+
+    pub fn at_kw(&mut self, kw: &str) -> PResult<bool> {
+        Ok(is_kw(self.peek()?, kw))
+    }
+
+    pub fn eat_kw(&mut self, kw: &str) -> PResult<bool> {
+        if self.at_kw(kw)? {
+            self.peeked = None;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    pub fn expect_kw(&mut self, kw: &str) -> PResult<()> {
+        if self.eat_kw(kw)? {
+            Ok(())
+        } else {
+            Err(self.unexpected(&kw.to_ascii_uppercase()))
+        }
+    }
+
+    pub fn eat_sym(&mut self, sym: &str) -> PResult<bool> {
+        if self.peek()? == Tok::Sym(sym) {
+            self.peeked = None;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    pub fn expect_sym(&mut self, sym: &str) -> PResult<()> {
+        if self.eat_sym(sym)? {
+            Ok(())
+        } else {
+            Err(self.unexpected(&format!("'{sym}'")))
+        }
+    }
+
+    /// Whether the next token can be a name (a non-reserved word or a quoted name).
+    pub fn at_name(&mut self) -> PResult<bool> {
+        Ok(is_name(self.peek()?))
+    }
+
+    /// A name: an unquoted non-reserved word (folded) or a quoted name (unescaped).
+    pub fn ident(&mut self) -> PResult<Cow<'a, str>> {
+        let t = self.peek()?;
+        if is_name(t) {
+            self.peeked = None;
+            if let Some(n) = lexer::name(t) {
+                return Ok(n);
+            }
+        }
+        Err(self.unexpected("a name"))
+    }
+
+    /// `name` or `keyspace.name`.
+    pub fn qualified(&mut self) -> PResult<(Option<Cow<'a, str>>, Cow<'a, str>)> {
+        let first = self.ident()?;
+        if self.eat_sym(".")? {
+            let second = self.ident()?;
+            Ok((Some(first), second))
+        } else {
+            Ok((None, first))
+        }
+    }
+
+    /// The keyspace named, or else the current one.
+    pub fn keyspace_or_current(&self, ks: Option<Cow<'a, str>>) -> PResult<Cow<'a, str>> {
+        match ks {
+            Some(k) => Ok(k),
+            None => self
+                .current
+                .map(Cow::Borrowed)
+                .ok_or_else(|| Fail(NO_KEYSPACE.to_string())),
+        }
+    }
+
+    /// `[keyspace.]table`, resolved against the current keyspace.
+    pub fn table_name(&mut self) -> PResult<(Cow<'a, str>, Cow<'a, str>)> {
+        let (ks, t) = self.qualified()?;
+        Ok((self.keyspace_or_current(ks)?, t))
+    }
+
+    /// A role name: a name, or a string literal (which keeps its case).
+    pub fn role_name(&mut self) -> PResult<Cow<'a, str>> {
+        match self.peek()? {
+            Tok::Str(s) => {
+                self.peeked = None;
+                Ok(lexer::unescape(s, '\''))
+            }
+            Tok::Dollar(s) => {
+                self.peeked = None;
+                Ok(Cow::Borrowed(s))
+            }
+            _ => self.ident().map_err(|_| self.unexpected_role()),
+        }
+    }
+
+    fn unexpected_role(&mut self) -> Fail {
+        self.unexpected("a role name")
+    }
+
+    /// `IF NOT EXISTS` (DDL), setting [`Flags::IF_EXISTS`].
+    pub fn if_not_exists(&mut self, st: &mut Statement<'a>) -> PResult<()> {
+        if self.eat_kw("if")? {
+            self.expect_kw("not")?;
+            self.expect_kw("exists")?;
+            st.flags |= Flags::IF_EXISTS;
+        }
+        Ok(())
+    }
+
+    /// `IF EXISTS` (DDL), setting [`Flags::IF_EXISTS`].
+    pub fn if_exists(&mut self, st: &mut Statement<'a>) -> PResult<()> {
+        if self.eat_kw("if")? {
+            self.expect_kw("exists")?;
+            st.flags |= Flags::IF_EXISTS;
+        }
+        Ok(())
+    }
+
+    /// Scans an expression list up to (not including) one of the `stops` keywords at bracket
+    /// depth 0, a `;`, a closing bracket at depth 0, or the end. With `calls`, every function
+    /// call found adds an EXECUTE need unless it is native. Returns how many tokens it took.
+    pub fn scan(&mut self, st: &mut Statement<'a>, stops: &[&str], calls: bool) -> PResult<usize> {
+        let mut depth: u32 = 0;
+        let mut braces: u32 = 0;
+        let mut count = 0usize;
+        // The (possibly qualified) name just seen, and a name just followed by a dot.
+        let mut last: Option<(Option<Cow<'a, str>>, Cow<'a, str>)> = None;
+        let mut dotted: Option<Cow<'a, str>> = None;
+        loop {
+            let t = self.peek()?;
+            match t {
+                Tok::End | Tok::Sym(";") => return Ok(count),
+                Tok::Sym(")") | Tok::Sym("]") | Tok::Sym("}") if depth == 0 => return Ok(count),
+                Tok::Ident(w) if depth == 0 && stops.iter().any(|s| w.eq_ignore_ascii_case(s)) => {
+                    return Ok(count)
+                }
+                _ => {}
+            }
+            self.peeked = None;
+            count += 1;
+            let mut keep = None;
+            let mut keep_dot = None;
+            match t {
+                Tok::Sym("(") | Tok::Sym("[") | Tok::Sym("{") => {
+                    if t == Tok::Sym("(") && calls {
+                        if let Some((ks, name)) = last.take() {
+                            self.call(st, ks, name)?;
+                        }
+                    }
+                    if t == Tok::Sym("{") {
+                        braces += 1;
+                    }
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(Fail(format!(
+                            "brackets nested deeper than {MAX_NESTING} levels"
+                        )));
+                    }
+                }
+                Tok::Sym(")") | Tok::Sym("]") | Tok::Sym("}") => {
+                    if t == Tok::Sym("}") {
+                        braces = braces.saturating_sub(1);
+                    }
+                    depth -= 1;
+                }
+                Tok::Sym(".") => {
+                    if let Some((None, n)) = last.take() {
+                        keep_dot = Some(n);
+                    }
+                }
+                Tok::Sym("?") => st.flags |= Flags::BIND_MARKERS,
+                Tok::Sym(":") => {
+                    if braces == 0 && is_name(self.peek()?) {
+                        st.flags |= Flags::BIND_MARKERS;
+                    }
+                }
+                Tok::Ident(w) if is_reserved(w) && !w.eq_ignore_ascii_case("token") => {}
+                Tok::Ident(_) | Tok::Quoted(_) => {
+                    if let Some(n) = lexer::name(t) {
+                        keep = Some((dotted.take(), n));
+                    }
+                }
+                _ => {}
+            }
+            last = keep;
+            dotted = keep_dot;
+        }
+    }
+
+    /// Records a function call: EXECUTE on it unless it is a native function.
+    fn call(
+        &mut self,
+        st: &mut Statement<'a>,
+        ks: Option<Cow<'a, str>>,
+        name: Cow<'a, str>,
+    ) -> PResult<()> {
+        match ks.as_deref() {
+            Some("system") => return Ok(()),
+            None if is_native(&name) => return Ok(()),
+            _ => {}
+        }
+        let keyspace = self.keyspace_or_current(ks).map_err(|_| {
+            Fail(format!(
+                "function {name} is not a native function, and no keyspace has been specified"
+            ))
+        })?;
+        st.need(
+            Permission::Execute,
+            Resource::Function {
+                keyspace,
+                name,
+                args: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Skips the rest of the statement (balanced brackets), setting [`Flags::MASKING`] on
+    /// `MASKED WITH` / `DROP MASKED` when `masking`.
+    pub fn skip_rest(&mut self, st: &mut Statement<'a>, masking: bool) -> PResult<()> {
+        let mut depth: u32 = 0;
+        let mut prev_drop = false;
+        loop {
+            let t = self.peek()?;
+            match t {
+                Tok::End | Tok::Sym(";") => return Ok(()),
+                Tok::Sym(")") | Tok::Sym("]") | Tok::Sym("}") if depth == 0 => {
+                    return Err(self.unexpected("the end of the statement"))
+                }
+                _ => {}
+            }
+            self.peeked = None;
+            match t {
+                Tok::Sym("(") | Tok::Sym("[") | Tok::Sym("{") => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(Fail(format!(
+                            "brackets nested deeper than {MAX_NESTING} levels"
+                        )));
+                    }
+                }
+                Tok::Sym(")") | Tok::Sym("]") | Tok::Sym("}") => depth -= 1,
+                Tok::Sym("?") => st.flags |= Flags::BIND_MARKERS,
+                Tok::Ident(w) if masking && w.eq_ignore_ascii_case("masked") => {
+                    if prev_drop || self.at_kw("with")? {
+                        st.flags |= Flags::MASKING;
+                    }
+                }
+                _ => {}
+            }
+            prev_drop = is_kw(t, "drop");
+        }
+    }
+
+    /// An optional `;`, then the end of the text.
+    pub fn expect_end(&mut self) -> PResult<()> {
+        let semi = self.eat_sym(";")?;
+        match self.peek()? {
+            Tok::End => Ok(()),
+            _ if semi => Err(Fail(format!(
+                "more than one statement in one text (Cassandra rejects this as a syntax error): \
+                 found {} at character {}",
+                self.peek()?.describe(),
+                self.position()
+            ))),
+            _ => Err(self.unexpected("the end of the statement")),
+        }
+    }
+
+    /// Parses one statement (without the final `;`).
+    pub fn statement(&mut self) -> PResult<Statement<'a>> {
+        let t = self.peek()?;
+        let word = match t {
+            Tok::Ident(w) => w,
+            Tok::End => return Err(Fail("empty statement".to_string())),
+            _ => return Err(self.unexpected("a statement")),
+        };
+        let mut buf = [0u8; 8];
+        let lower = if word.len() <= buf.len() {
+            let b = &mut buf[..word.len()];
+            b.copy_from_slice(word.as_bytes());
+            b.make_ascii_lowercase();
+            std::str::from_utf8(b).unwrap_or("")
+        } else {
+            ""
+        };
+        match lower {
+            "select" => dml::select(self),
+            "insert" => dml::insert(self),
+            "update" => dml::update(self),
+            "delete" => dml::delete(self),
+            "begin" => dml::batch(self),
+            "truncate" => dml::truncate(self),
+            "use" => dml::use_keyspace(self),
+            "create" => ddl::create(self),
+            "alter" => ddl::alter(self),
+            "drop" => ddl::drop(self),
+            "grant" | "revoke" => dcl::grant_revoke(self),
+            "list" => dcl::list(self),
+            "add" => dcl::add_identity(self),
+            "describe" | "desc" => describe::describe(self),
+            _ => Err(Fail(format!(
+                "unknown statement starting with {}",
+                t.describe()
+            ))),
+        }
+    }
+}
+
+/// Whether a token is the keyword `kw` (lower case), in any case.
+pub fn is_kw(t: Tok<'_>, kw: &str) -> bool {
+    matches!(t, Tok::Ident(w) if w.eq_ignore_ascii_case(kw))
+}
+
+/// Whether a token can be a name.
+pub fn is_name(t: Tok<'_>) -> bool {
+    match t {
+        Tok::Ident(w) => !is_reserved(w),
+        Tok::Quoted(_) => true,
+        _ => false,
+    }
+}
+
+/// A data resource for a table.
+pub fn table_resource<'a>(ks: &Cow<'a, str>, t: &Cow<'a, str>) -> Resource<'a> {
+    Resource::Table {
+        keyspace: ks.clone(),
+        table: t.clone(),
+    }
+}
+
+/// A statement of `kind` that concerns `ks.t`.
+pub fn on_table<'a>(kind: Kind, ks: Cow<'a, str>, t: Cow<'a, str>) -> Statement<'a> {
+    let mut st = Statement::new(kind);
+    st.keyspace = Some(ks);
+    st.table = Some(t);
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_sorted_and_case_insensitive() {
+        assert!(RESERVED.windows(2).all(|w| w[0] < w[1]));
+        assert!(is_reserved("SELECT"));
+        assert!(is_reserved("From"));
+        assert!(!is_reserved("key"));
+        assert!(!is_reserved("columnfamilyx"));
+        assert!(!is_reserved("type"));
+    }
+}

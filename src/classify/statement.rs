@@ -1,0 +1,587 @@
+//! What the classifier returns: a statement's kind, audit naming, needs, names and flags.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use super::permission::Permission;
+use super::resource::Resource;
+
+/// The statement kinds of CQL as of Cassandra 5.0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Batch,
+    Truncate,
+    Use,
+    CreateKeyspace,
+    AlterKeyspace,
+    DropKeyspace,
+    CreateTable,
+    AlterTable,
+    DropTable,
+    CreateIndex,
+    DropIndex,
+    CreateType,
+    AlterType,
+    DropType,
+    CreateFunction,
+    DropFunction,
+    CreateAggregate,
+    DropAggregate,
+    CreateMaterializedView,
+    AlterMaterializedView,
+    DropMaterializedView,
+    CreateTrigger,
+    DropTrigger,
+    CreateRole,
+    AlterRole,
+    DropRole,
+    CreateUser,
+    AlterUser,
+    DropUser,
+    GrantPermission,
+    RevokePermission,
+    GrantRole,
+    RevokeRole,
+    ListRoles,
+    ListUsers,
+    ListSuperusers,
+    ListPermissions,
+    AddIdentity,
+    DropIdentity,
+    Describe,
+    /// Not recognised, or not valid CQL: [`Statement::unparsed`] says why. A denial.
+    Unparsed,
+}
+
+impl Kind {
+    /// Every kind, for tests and tools.
+    pub const ALL: [Kind; 45] = [
+        Kind::Select,
+        Kind::Insert,
+        Kind::Update,
+        Kind::Delete,
+        Kind::Batch,
+        Kind::Truncate,
+        Kind::Use,
+        Kind::CreateKeyspace,
+        Kind::AlterKeyspace,
+        Kind::DropKeyspace,
+        Kind::CreateTable,
+        Kind::AlterTable,
+        Kind::DropTable,
+        Kind::CreateIndex,
+        Kind::DropIndex,
+        Kind::CreateType,
+        Kind::AlterType,
+        Kind::DropType,
+        Kind::CreateFunction,
+        Kind::DropFunction,
+        Kind::CreateAggregate,
+        Kind::DropAggregate,
+        Kind::CreateMaterializedView,
+        Kind::AlterMaterializedView,
+        Kind::DropMaterializedView,
+        Kind::CreateTrigger,
+        Kind::DropTrigger,
+        Kind::CreateRole,
+        Kind::AlterRole,
+        Kind::DropRole,
+        Kind::CreateUser,
+        Kind::AlterUser,
+        Kind::DropUser,
+        Kind::GrantPermission,
+        Kind::RevokePermission,
+        Kind::GrantRole,
+        Kind::RevokeRole,
+        Kind::ListRoles,
+        Kind::ListUsers,
+        Kind::ListSuperusers,
+        Kind::ListPermissions,
+        Kind::AddIdentity,
+        Kind::DropIdentity,
+        Kind::Describe,
+        Kind::Unparsed,
+    ];
+
+    /// The Rust variant name (`CreateMaterializedView`), used by the corpus and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Select => "Select",
+            Kind::Insert => "Insert",
+            Kind::Update => "Update",
+            Kind::Delete => "Delete",
+            Kind::Batch => "Batch",
+            Kind::Truncate => "Truncate",
+            Kind::Use => "Use",
+            Kind::CreateKeyspace => "CreateKeyspace",
+            Kind::AlterKeyspace => "AlterKeyspace",
+            Kind::DropKeyspace => "DropKeyspace",
+            Kind::CreateTable => "CreateTable",
+            Kind::AlterTable => "AlterTable",
+            Kind::DropTable => "DropTable",
+            Kind::CreateIndex => "CreateIndex",
+            Kind::DropIndex => "DropIndex",
+            Kind::CreateType => "CreateType",
+            Kind::AlterType => "AlterType",
+            Kind::DropType => "DropType",
+            Kind::CreateFunction => "CreateFunction",
+            Kind::DropFunction => "DropFunction",
+            Kind::CreateAggregate => "CreateAggregate",
+            Kind::DropAggregate => "DropAggregate",
+            Kind::CreateMaterializedView => "CreateMaterializedView",
+            Kind::AlterMaterializedView => "AlterMaterializedView",
+            Kind::DropMaterializedView => "DropMaterializedView",
+            Kind::CreateTrigger => "CreateTrigger",
+            Kind::DropTrigger => "DropTrigger",
+            Kind::CreateRole => "CreateRole",
+            Kind::AlterRole => "AlterRole",
+            Kind::DropRole => "DropRole",
+            Kind::CreateUser => "CreateUser",
+            Kind::AlterUser => "AlterUser",
+            Kind::DropUser => "DropUser",
+            Kind::GrantPermission => "GrantPermission",
+            Kind::RevokePermission => "RevokePermission",
+            Kind::GrantRole => "GrantRole",
+            Kind::RevokeRole => "RevokeRole",
+            Kind::ListRoles => "ListRoles",
+            Kind::ListUsers => "ListUsers",
+            Kind::ListSuperusers => "ListSuperusers",
+            Kind::ListPermissions => "ListPermissions",
+            Kind::AddIdentity => "AddIdentity",
+            Kind::DropIdentity => "DropIdentity",
+            Kind::Describe => "Describe",
+            Kind::Unparsed => "Unparsed",
+        }
+    }
+
+    /// The operation type Cassandra's audit log records for this kind
+    /// (`AuditLogEntryType`). As in Cassandra, INSERT is logged as `UPDATE`
+    /// (both are an `UpdateStatement` there); [`Kind::Insert`] keeps them apart for policies.
+    pub fn operation(self) -> Operation {
+        use Operation as O;
+        match self {
+            Kind::Select => O::Select,
+            Kind::Insert | Kind::Update => O::Update,
+            Kind::Delete => O::Delete,
+            Kind::Batch => O::Batch,
+            Kind::Truncate => O::Truncate,
+            Kind::Use => O::UseKeyspace,
+            Kind::CreateKeyspace => O::CreateKeyspace,
+            Kind::AlterKeyspace => O::AlterKeyspace,
+            Kind::DropKeyspace => O::DropKeyspace,
+            Kind::CreateTable => O::CreateTable,
+            Kind::AlterTable => O::AlterTable,
+            Kind::DropTable => O::DropTable,
+            Kind::CreateIndex => O::CreateIndex,
+            Kind::DropIndex => O::DropIndex,
+            Kind::CreateType => O::CreateType,
+            Kind::AlterType => O::AlterType,
+            Kind::DropType => O::DropType,
+            Kind::CreateFunction => O::CreateFunction,
+            Kind::DropFunction => O::DropFunction,
+            Kind::CreateAggregate => O::CreateAggregate,
+            Kind::DropAggregate => O::DropAggregate,
+            Kind::CreateMaterializedView => O::CreateView,
+            Kind::AlterMaterializedView => O::AlterView,
+            Kind::DropMaterializedView => O::DropView,
+            Kind::CreateTrigger => O::CreateTrigger,
+            Kind::DropTrigger => O::DropTrigger,
+            Kind::CreateRole | Kind::CreateUser => O::CreateRole,
+            Kind::AlterRole | Kind::AlterUser => O::AlterRole,
+            Kind::DropRole | Kind::DropUser => O::DropRole,
+            Kind::GrantPermission | Kind::GrantRole => O::Grant,
+            Kind::RevokePermission | Kind::RevokeRole => O::Revoke,
+            Kind::ListRoles | Kind::ListSuperusers => O::ListRoles,
+            Kind::ListUsers => O::ListUsers,
+            Kind::ListPermissions => O::ListPermissions,
+            Kind::AddIdentity => O::CreateIdentity,
+            Kind::DropIdentity => O::DropIdentity,
+            Kind::Describe => O::Describe,
+            Kind::Unparsed => O::RequestFailure,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Cassandra's audit log categories (`AuditLogEntryCategory`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Category {
+    Query,
+    Dml,
+    Ddl,
+    Dcl,
+    Auth,
+    Prepare,
+    Error,
+    Other,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Query => "QUERY",
+            Category::Dml => "DML",
+            Category::Ddl => "DDL",
+            Category::Dcl => "DCL",
+            Category::Auth => "AUTH",
+            Category::Prepare => "PREPARE",
+            Category::Error => "ERROR",
+            Category::Other => "OTHER",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Cassandra's audit log operation types (`AuditLogEntryType`), named as it prints them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Select,
+    Update,
+    Delete,
+    Truncate,
+    Batch,
+    UseKeyspace,
+    CreateKeyspace,
+    AlterKeyspace,
+    DropKeyspace,
+    CreateTable,
+    AlterTable,
+    DropTable,
+    CreateIndex,
+    DropIndex,
+    CreateType,
+    AlterType,
+    DropType,
+    CreateFunction,
+    DropFunction,
+    CreateAggregate,
+    DropAggregate,
+    CreateView,
+    AlterView,
+    DropView,
+    CreateTrigger,
+    DropTrigger,
+    CreateRole,
+    AlterRole,
+    DropRole,
+    Grant,
+    Revoke,
+    ListRoles,
+    ListUsers,
+    ListPermissions,
+    CreateIdentity,
+    DropIdentity,
+    Describe,
+    /// What Cassandra logs for a PREPARE (category PREPARE); the caller applies it to
+    /// PREPARE requests, the classifier never returns it.
+    PrepareStatement,
+    /// What Cassandra logs for a request that failed (category ERROR); the classifier returns it
+    /// for unparsed text.
+    RequestFailure,
+    LoginSuccess,
+    LoginError,
+    UnauthorizedAttempt,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        use Operation as O;
+        match self {
+            O::Select => "SELECT",
+            O::Update => "UPDATE",
+            O::Delete => "DELETE",
+            O::Truncate => "TRUNCATE",
+            O::Batch => "BATCH",
+            O::UseKeyspace => "USE_KEYSPACE",
+            O::CreateKeyspace => "CREATE_KEYSPACE",
+            O::AlterKeyspace => "ALTER_KEYSPACE",
+            O::DropKeyspace => "DROP_KEYSPACE",
+            O::CreateTable => "CREATE_TABLE",
+            O::AlterTable => "ALTER_TABLE",
+            O::DropTable => "DROP_TABLE",
+            O::CreateIndex => "CREATE_INDEX",
+            O::DropIndex => "DROP_INDEX",
+            O::CreateType => "CREATE_TYPE",
+            O::AlterType => "ALTER_TYPE",
+            O::DropType => "DROP_TYPE",
+            O::CreateFunction => "CREATE_FUNCTION",
+            O::DropFunction => "DROP_FUNCTION",
+            O::CreateAggregate => "CREATE_AGGREGATE",
+            O::DropAggregate => "DROP_AGGREGATE",
+            O::CreateView => "CREATE_VIEW",
+            O::AlterView => "ALTER_VIEW",
+            O::DropView => "DROP_VIEW",
+            O::CreateTrigger => "CREATE_TRIGGER",
+            O::DropTrigger => "DROP_TRIGGER",
+            O::CreateRole => "CREATE_ROLE",
+            O::AlterRole => "ALTER_ROLE",
+            O::DropRole => "DROP_ROLE",
+            O::Grant => "GRANT",
+            O::Revoke => "REVOKE",
+            O::ListRoles => "LIST_ROLES",
+            O::ListUsers => "LIST_USERS",
+            O::ListPermissions => "LIST_PERMISSIONS",
+            O::CreateIdentity => "CREATE_IDENTITY",
+            O::DropIdentity => "DROP_IDENTITY",
+            O::Describe => "DESCRIBE",
+            O::PrepareStatement => "PREPARE_STATEMENT",
+            O::RequestFailure => "REQUEST_FAILURE",
+            O::LoginSuccess => "LOGIN_SUCCESS",
+            O::LoginError => "LOGIN_ERROR",
+            O::UnauthorizedAttempt => "UNAUTHORIZED_ATTEMPT",
+        }
+    }
+
+    /// The category Cassandra files this operation under.
+    pub fn category(self) -> Category {
+        use Operation as O;
+        match self {
+            O::Select => Category::Query,
+            O::Update | O::Delete | O::Batch => Category::Dml,
+            O::Truncate
+            | O::CreateKeyspace
+            | O::AlterKeyspace
+            | O::DropKeyspace
+            | O::CreateTable
+            | O::AlterTable
+            | O::DropTable
+            | O::CreateIndex
+            | O::DropIndex
+            | O::CreateType
+            | O::AlterType
+            | O::DropType
+            | O::CreateFunction
+            | O::DropFunction
+            | O::CreateAggregate
+            | O::DropAggregate
+            | O::CreateView
+            | O::AlterView
+            | O::DropView
+            | O::CreateTrigger
+            | O::DropTrigger => Category::Ddl,
+            O::CreateRole
+            | O::AlterRole
+            | O::DropRole
+            | O::Grant
+            | O::Revoke
+            | O::ListRoles
+            | O::ListUsers
+            | O::ListPermissions
+            | O::CreateIdentity
+            | O::DropIdentity => Category::Dcl,
+            O::UseKeyspace | O::Describe => Category::Other,
+            O::PrepareStatement => Category::Prepare,
+            O::RequestFailure => Category::Error,
+            O::LoginSuccess | O::LoginError | O::UnauthorizedAttempt => Category::Auth,
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Facts about a statement that a policy can use as guardrails (a bit set, `Copy`).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flags(u16);
+
+impl Flags {
+    pub const EMPTY: Flags = Flags(0);
+    /// `ALLOW FILTERING` on a SELECT (or on the SELECT of a materialized view).
+    pub const ALLOW_FILTERING: Flags = Flags(1 << 0);
+    /// A lightweight transaction: a write with `IF NOT EXISTS`, `IF EXISTS` or `IF cond`
+    /// (or a batch holding one).
+    pub const CONDITIONAL: Flags = Flags(1 << 1);
+    /// `BEGIN UNLOGGED BATCH`.
+    pub const UNLOGGED_BATCH: Flags = Flags(1 << 2);
+    /// `BEGIN COUNTER BATCH`.
+    pub const COUNTER_BATCH: Flags = Flags(1 << 3);
+    /// `USING TIMESTAMP` (on a write or a batch).
+    pub const USING_TIMESTAMP: Flags = Flags(1 << 4);
+    /// `USING TTL` (on a write).
+    pub const USING_TTL: Flags = Flags(1 << 5);
+    /// `SELECT JSON` or `INSERT ... JSON`.
+    pub const JSON: Flags = Flags(1 << 6);
+    /// `SELECT DISTINCT`.
+    pub const DISTINCT: Flags = Flags(1 << 7);
+    /// The statement has a WHERE clause, so it may restrict masked columns: a policy that
+    /// knows a table's masked columns can ask for SELECT_MASKED then.
+    pub const WHERE: Flags = Flags(1 << 8);
+    /// DDL with `IF NOT EXISTS` / `IF EXISTS` (not a lightweight transaction).
+    pub const IF_EXISTS: Flags = Flags(1 << 9);
+    /// DDL that sets or removes a dynamic data mask (`MASKED WITH`, `DROP MASKED`).
+    pub const MASKING: Flags = Flags(1 << 10);
+    /// Cassandra allows this statement to superusers only (triggers, `SUPERUSER = true`).
+    pub const SUPERUSER_ONLY: Flags = Flags(1 << 11);
+    /// `DESCRIBE ... WITH INTERNALS` or `DESCRIBE FULL SCHEMA`.
+    pub const INTERNALS: Flags = Flags(1 << 12);
+    /// The statement uses bind markers (`?` or `:name`).
+    pub const BIND_MARKERS: Flags = Flags(1 << 13);
+
+    const NAMES: [(Flags, &'static str); 14] = [
+        (Flags::ALLOW_FILTERING, "ALLOW_FILTERING"),
+        (Flags::CONDITIONAL, "CONDITIONAL"),
+        (Flags::UNLOGGED_BATCH, "UNLOGGED_BATCH"),
+        (Flags::COUNTER_BATCH, "COUNTER_BATCH"),
+        (Flags::USING_TIMESTAMP, "USING_TIMESTAMP"),
+        (Flags::USING_TTL, "USING_TTL"),
+        (Flags::JSON, "JSON"),
+        (Flags::DISTINCT, "DISTINCT"),
+        (Flags::WHERE, "WHERE"),
+        (Flags::IF_EXISTS, "IF_EXISTS"),
+        (Flags::MASKING, "MASKING"),
+        (Flags::SUPERUSER_ONLY, "SUPERUSER_ONLY"),
+        (Flags::INTERNALS, "INTERNALS"),
+        (Flags::BIND_MARKERS, "BIND_MARKERS"),
+    ];
+
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn insert(&mut self, other: Flags) {
+        self.0 |= other.0;
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// The names of the set flags (`"ALLOW_FILTERING"`, ...).
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Flags::NAMES
+            .into_iter()
+            .filter(move |(f, _)| self.contains(*f))
+            .map(|(_, n)| n)
+    }
+
+    /// Parses one flag name as [`Flags::names`] prints it.
+    pub fn from_name(name: &str) -> Option<Flags> {
+        Flags::NAMES
+            .into_iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+            .map(|(f, _)| f)
+    }
+}
+
+impl std::ops::BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Flags {
+    fn bitor_assign(&mut self, rhs: Flags) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl fmt::Debug for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.names()).finish()
+    }
+}
+
+/// One permission a statement needs on one resource.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Need<'a> {
+    pub permission: Permission,
+    pub resource: Resource<'a>,
+}
+
+impl fmt::Display for Need<'_> {
+    /// `MODIFY <table demo.users>`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.permission, self.resource)
+    }
+}
+
+/// One classified statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement<'a> {
+    pub kind: Kind,
+    /// Cassandra's audit category (for a PREPARE request the caller logs
+    /// [`Category::Prepare`] instead).
+    pub category: Category,
+    /// Cassandra's audit operation type.
+    pub operation: Operation,
+    /// Every (permission, resource) pair the statement needs, without duplicates, in the order
+    /// Cassandra checks them. Empty only for [`Kind::Unparsed`].
+    pub needs: Vec<Need<'a>>,
+    /// The keyspace the statement mainly concerns (resolved against the current keyspace).
+    pub keyspace: Option<Cow<'a, str>>,
+    /// The table (or view) the statement mainly concerns, in [`Statement::keyspace`].
+    pub table: Option<Cow<'a, str>>,
+    /// The role the statement concerns: the role created, altered, dropped, granted to or
+    /// revoked from, or listed with `OF`. A policy uses it for "a role may list its own roles".
+    pub role: Option<Cow<'a, str>>,
+    pub flags: Flags,
+    /// The statements of an inline BATCH, each classified on its own.
+    pub children: Vec<Statement<'a>>,
+    /// Why the text was not classified ([`Kind::Unparsed`] only): a sentence for a person.
+    pub unparsed: Option<String>,
+}
+
+impl<'a> Statement<'a> {
+    pub(crate) fn new(kind: Kind) -> Statement<'a> {
+        let operation = kind.operation();
+        Statement {
+            kind,
+            category: operation.category(),
+            operation,
+            needs: Vec::new(),
+            keyspace: None,
+            table: None,
+            role: None,
+            flags: Flags::EMPTY,
+            children: Vec::new(),
+            unparsed: None,
+        }
+    }
+
+    /// A statement that was not classified, with the reason.
+    pub fn unparsed(reason: impl Into<String>) -> Statement<'a> {
+        let mut s = Statement::new(Kind::Unparsed);
+        s.unparsed = Some(reason.into());
+        s
+    }
+
+    pub fn is_unparsed(&self) -> bool {
+        self.kind == Kind::Unparsed
+    }
+
+    /// Adds a need unless it is already there.
+    pub(crate) fn need(&mut self, permission: Permission, resource: Resource<'a>) {
+        if !self
+            .needs
+            .iter()
+            .any(|n| n.permission == permission && n.resource == resource)
+        {
+            self.needs.push(Need {
+                permission,
+                resource,
+            });
+        }
+    }
+}
