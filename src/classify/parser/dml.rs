@@ -31,16 +31,16 @@ pub fn select<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     }
     p.expect_kw("from")?;
     let (ks, t) = p.table_name()?;
-    loop {
-        p.scan(&mut st, &["where", "allow"], true)?;
-        if p.eat_kw("where")? {
-            st.flags |= Flags::WHERE;
-        } else if p.eat_kw("allow")? {
-            p.expect_kw("filtering")?;
-            st.flags |= Flags::ALLOW_FILTERING;
-        } else {
-            break;
+    if p.eat_kw("where")? {
+        st.flags |= Flags::WHERE;
+        if p.scan(&mut st, &["where", "allow"], true)? == 0 {
+            return Err(p.unexpected("a condition after WHERE"));
         }
+    }
+    p.scan(&mut st, &["where", "allow"], true)?;
+    if p.eat_kw("allow")? {
+        p.expect_kw("filtering")?;
+        st.flags |= Flags::ALLOW_FILTERING;
     }
     st.needs.insert(
         0,
@@ -194,7 +194,9 @@ pub fn update<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     }
     p.expect_kw("where")?;
     st.flags |= Flags::WHERE;
-    p.scan(&mut st, WHERE_END, true)?;
+    if p.scan(&mut st, WHERE_END, true)? == 0 {
+        return Err(p.unexpected("a condition after WHERE"));
+    }
     conditions(p, &mut st)?;
     write_needs(&mut st, &ks, &t);
     st.keyspace = Some(ks);
@@ -216,7 +218,9 @@ pub fn delete<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     }
     p.expect_kw("where")?;
     st.flags |= Flags::WHERE;
-    p.scan(&mut st, WHERE_END, true)?;
+    if p.scan(&mut st, WHERE_END, true)? == 0 {
+        return Err(p.unexpected("a condition after WHERE"));
+    }
     conditions(p, &mut st)?;
     write_needs(&mut st, &ks, &t);
     st.keyspace = Some(ks);

@@ -316,6 +316,9 @@ impl<'a> Parser<'a> {
         loop {
             let t = self.peek()?;
             match t {
+                Tok::End | Tok::Sym(";") if depth > 0 => {
+                    return Err(self.unexpected("a closing bracket"))
+                }
                 Tok::End | Tok::Sym(";") => return Ok(count),
                 Tok::Sym(")") | Tok::Sym("]") | Tok::Sym("}") if depth == 0 => return Ok(count),
                 Tok::Ident(w) if depth == 0 && stops.iter().any(|s| w.eq_ignore_ascii_case(s)) => {
@@ -410,6 +413,9 @@ impl<'a> Parser<'a> {
         loop {
             let t = self.peek()?;
             match t {
+                Tok::End | Tok::Sym(";") if depth > 0 => {
+                    return Err(self.unexpected("a closing bracket"))
+                }
                 Tok::End | Tok::Sym(";") => return Ok(()),
                 Tok::Sym(")") | Tok::Sym("]") | Tok::Sym("}") if depth == 0 => {
                     return Err(self.unexpected("the end of the statement"))
