@@ -5,10 +5,13 @@
 //! - [`classify`]: what a CQL statement does and which permissions it needs;
 //! - [`session`]: the per-connection state machine that the NGINX filter feeds with bytes.
 //!
-//! Every `unsafe` NGINX call lives in [`ngx`].
+//! Every `unsafe` NGINX call lives in [`nginx`].
 
 pub mod classify;
 pub mod codec;
 pub mod session;
 
-mod ngx;
+mod nginx;
+
+use nginx::module::ngx_stream_cql_module;
+ngx::ngx_modules!(ngx_stream_cql_module);

@@ -1,0 +1,104 @@
+//! Per-server configuration: creation, merging and the directive handlers that need checks.
+
+use core::ffi::{c_char, c_void};
+use core::ptr::null_mut;
+
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_set_size_slot, ngx_conf_t, ngx_flag_t, ngx_pcalloc, NGX_CONF_UNSET,
+    NGX_LOG_EMERG,
+};
+use ngx::ngx_conf_log_error;
+
+use crate::session::Limits;
+
+const UNSET_FLAG: ngx_flag_t = NGX_CONF_UNSET as ngx_flag_t;
+const UNSET_SIZE: usize = usize::MAX;
+
+/// `cql_max_frame_size` default: Cassandra 4.0+ caps frames at 16 MiB by default.
+const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+/// Largest `cql_max_frame_size` accepted: Cassandra's own upper bound.
+const MAX_MAX_FRAME_SIZE: usize = 256 * 1024 * 1024;
+/// Smallest `cql_max_frame_size` accepted: below this, driver handshakes do not fit.
+const MIN_MAX_FRAME_SIZE: usize = 64 * 1024;
+
+/// Configuration of one `stream` `server` (or the `stream` block's defaults).
+#[repr(C)]
+pub struct SrvConf {
+    /// `cql on | off`
+    pub enabled: ngx_flag_t,
+    /// `cql_max_frame_size size`
+    pub max_frame_size: usize,
+}
+
+impl SrvConf {
+    pub fn enabled(&self) -> bool {
+        self.enabled == 1
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            // Bounded by MAX_MAX_FRAME_SIZE at configuration time, so it fits.
+            max_frame_size: u32::try_from(self.max_frame_size).unwrap_or(u32::MAX),
+            ..Limits::default()
+        }
+    }
+}
+
+pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    let conf = ngx_pcalloc((*cf).pool, core::mem::size_of::<SrvConf>()) as *mut SrvConf;
+    if conf.is_null() {
+        return null_mut();
+    }
+    conf.write(SrvConf {
+        enabled: UNSET_FLAG,
+        max_frame_size: UNSET_SIZE,
+    });
+    conf.cast()
+}
+
+pub unsafe extern "C" fn merge_srv_conf(
+    _cf: *mut ngx_conf_t,
+    parent: *mut c_void,
+    child: *mut c_void,
+) -> *mut c_char {
+    let prev = &*(parent as *const SrvConf);
+    let conf = &mut *(child as *mut SrvConf);
+    merge(&mut conf.enabled, prev.enabled, UNSET_FLAG, 0);
+    merge(
+        &mut conf.max_frame_size,
+        prev.max_frame_size,
+        UNSET_SIZE,
+        DEFAULT_MAX_FRAME_SIZE,
+    );
+    NGX_CONF_OK
+}
+
+/// `ngx_conf_merge_*_value`: unset takes the parent's value, or the default.
+fn merge<T: Copy + PartialEq>(value: &mut T, parent: T, unset: T, default: T) {
+    if *value == unset {
+        *value = if parent == unset { default } else { parent };
+    }
+}
+
+/// `cql_max_frame_size size;`: NGINX's size syntax, bounded to what Cassandra accepts.
+pub unsafe extern "C" fn set_max_frame_size(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let rv = ngx_conf_set_size_slot(cf, cmd, conf);
+    if rv != NGX_CONF_OK {
+        return rv;
+    }
+    let size = (*(conf as *const SrvConf)).max_frame_size;
+    if !(MIN_MAX_FRAME_SIZE..=MAX_MAX_FRAME_SIZE).contains(&size) {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"cql_max_frame_size\" must be between 64k and 256m"
+        );
+        return NGX_CONF_ERROR;
+    }
+    NGX_CONF_OK
+}

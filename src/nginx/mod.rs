@@ -1,0 +1,13 @@
+//! All `unsafe` NGINX glue lives in this folder, and only here.
+//!
+//! - [`module`]: the `ngx_module_t`, its stream context and the directive table;
+//! - [`config`]: the per-server configuration and the directive handlers;
+//! - [`filter`]: the stream filter that feeds a [`crate::session::Session`] with bytes;
+//! - [`variables`]: the `$cql_*` stream variables;
+//!
+//! Nothing outside this folder sees an NGINX type.
+
+mod config;
+mod filter;
+pub mod module;
+mod variables;

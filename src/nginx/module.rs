@@ -1,0 +1,73 @@
+//! The module definition: `ngx_module_t`, its stream context and the directive table.
+
+use core::ptr::{addr_of, addr_of_mut, null_mut};
+
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_t, ngx_int_t, ngx_module_t,
+    ngx_stream_module_t, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_STREAM_MAIN_CONF, NGX_STREAM_MODULE,
+    NGX_STREAM_SRV_CONF, NGX_STREAM_SRV_CONF_OFFSET,
+};
+use ngx::ngx_string;
+
+use super::config::{self, SrvConf};
+use super::{filter, variables};
+
+static mut CTX: ngx_stream_module_t = ngx_stream_module_t {
+    preconfiguration: Some(preconfiguration),
+    postconfiguration: Some(postconfiguration),
+    create_main_conf: None,
+    init_main_conf: None,
+    create_srv_conf: Some(config::create_srv_conf),
+    merge_srv_conf: Some(config::merge_srv_conf),
+};
+
+/// Context of a directive: `stream` and `server` blocks.
+const STREAM_AND_SERVER: u32 = NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF;
+
+static mut COMMANDS: [ngx_command_t; 3] = [
+    ngx_command_t {
+        name: ngx_string!("cql"),
+        type_: (STREAM_AND_SERVER | NGX_CONF_FLAG) as _,
+        set: Some(ngx_conf_set_flag_slot),
+        conf: NGX_STREAM_SRV_CONF_OFFSET,
+        offset: core::mem::offset_of!(SrvConf, enabled),
+        post: null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("cql_max_frame_size"),
+        type_: (STREAM_AND_SERVER | NGX_CONF_TAKE1) as _,
+        set: Some(config::set_max_frame_size),
+        conf: NGX_STREAM_SRV_CONF_OFFSET,
+        offset: core::mem::offset_of!(SrvConf, max_frame_size),
+        post: null_mut(),
+    },
+    ngx_command_t::empty(),
+];
+
+/// The module NGINX loads. Its name is the file name's stem, as NGINX expects.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_stream_cql_module: ngx_module_t = ngx_module_t {
+    ctx: addr_of!(CTX) as *mut _,
+    commands: unsafe { addr_of_mut!(COMMANDS[0]) },
+    type_: NGX_STREAM_MODULE as _,
+    ..ngx_module_t::default()
+};
+
+/// Runs before the `stream` block is parsed: variables must exist before `log_format` uses them.
+unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    variables::register(cf)
+}
+
+/// Runs after the `stream` block is parsed: inserts the filter at the top of the chain.
+unsafe extern "C" fn postconfiguration(_cf: *mut ngx_conf_t) -> ngx_int_t {
+    filter::install();
+    ngx::ffi::NGX_OK as ngx_int_t
+}
+
+/// The module's index into per-session context and per-server configuration arrays.
+pub(super) fn ctx_index() -> usize {
+    // SAFETY: NGINX sets ctx_index once while loading the configuration, before any
+    // session exists; afterwards the module static is only read.
+    unsafe { (*addr_of!(ngx_stream_cql_module)).ctx_index }
+}

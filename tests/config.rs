@@ -1,0 +1,87 @@
+//! `nginx -t` accepts the example configuration and rejects mistakes the NGINX way:
+//! a clear message naming the file and line.
+
+mod harness;
+
+use harness::{
+    config_with_stream, free_port, load_module_lines, repo_dir, stream_body_line, test_config,
+};
+
+#[test]
+fn the_example_configuration_is_accepted() {
+    let example = std::fs::read_to_string(repo_dir().join("nginx-conf/nginx.conf"))
+        .expect("nginx-conf/nginx.conf");
+    let config = example
+        .replace(
+            "load_module modules/ngx_stream_cql_module.so;\n",
+            &load_module_lines(),
+        )
+        .replace("127.0.0.1:9042;", &format!("127.0.0.1:{};", free_port()));
+    let (ok, said, _) = test_config("example", &config);
+    assert!(ok, "nginx -t refused the example:\n{said}");
+    assert!(said.contains("test is successful"), "{said}");
+}
+
+/// Runs `nginx -t` on a stream body that must be refused, returning what NGINX said.
+fn refused(name: &str, stream_body: &str) -> (String, String) {
+    let (ok, said, conf) = test_config(name, &config_with_stream(stream_body));
+    assert!(!ok, "nginx -t accepted:\n{stream_body}");
+    (said, conf.display().to_string())
+}
+
+#[test]
+fn a_wrong_value_names_the_directive_file_and_line() {
+    let (said, conf) = refused(
+        "bad-value",
+        "server {\nlisten 127.0.0.1:1;\nproxy_pass 127.0.0.1:2;\ncql maybe;\n}",
+    );
+    assert!(
+        said.contains(&format!(
+            "invalid value \"maybe\" in \"cql\" directive, it must be \"on\" or \"off\" in {conf}:{}",
+            stream_body_line(4)
+        )),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_wrong_context_is_refused() {
+    let (said, conf) = refused(
+        "bad-context",
+        "upstream u {\nserver 127.0.0.1:1;\ncql on;\n}",
+    );
+    assert!(
+        said.contains(&format!(
+            "\"cql\" directive is not allowed here in {conf}:{}",
+            stream_body_line(3)
+        )),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_frame_size_out_of_bounds_is_refused() {
+    let (said, conf) = refused("bad-size", "cql_max_frame_size 1k;");
+    assert!(
+        said.contains(&format!(
+            "\"cql_max_frame_size\" must be between 64k and 256m in {conf}:{}",
+            stream_body_line(1)
+        )),
+        "{said}"
+    );
+    let (said, _) = refused("bad-size-syntax", "cql_max_frame_size lots;");
+    assert!(
+        said.contains("\"cql_max_frame_size\" directive invalid value"),
+        "{said}"
+    );
+}
+
+#[test]
+fn cql_is_accepted_in_stream_and_server_blocks() {
+    let port = free_port();
+    let body = format!(
+        "cql on;\ncql_max_frame_size 1m;\nserver {{\nlisten 127.0.0.1:{port};\nproxy_pass 127.0.0.1:1;\ncql off;\ncql_max_frame_size 256m;\n}}"
+    );
+    let (ok, said, _) = test_config("contexts", &config_with_stream(&body));
+    assert!(ok, "{said}");
+}
