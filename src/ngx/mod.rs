@@ -1,1 +1,0 @@
-//! All unsafe NGINX glue.
