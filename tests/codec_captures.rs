@@ -498,39 +498,356 @@ fn every_capture_replays_exactly_in_random_chunks() {
 
 /// Typed decoding of captured bodies into the `detail` shape of frames.jsonl.
 mod details {
-
-    use ngx_stream_cql_module::codec::messages::Startup;
+    use ngx_stream_cql_module::codec::messages::{
+        BatchStatement, ErrorBody, EventBody, Message, QueryParams, ResultBody, SaslPlain,
+        SchemaChange, Values,
+    };
+    use ngx_stream_cql_module::codec::primitives::Value as CqlValue;
     use ngx_stream_cql_module::codec::{Header, Opcode};
-    use serde_json::{json, Value};
+    use serde_json::{json, Map, Value};
 
-    /// Decodes a body with the codec's typed decoders into a frames.jsonl-like `detail`.
-    pub fn decode(h: &Header, body: &[u8]) -> Result<Value, String> {
-        match h.opcode {
-            Opcode::Startup => {
-                let s = Startup::decode(body).map_err(|e| e.to_string())?;
-                let mut m = serde_json::Map::new();
-                for (k, v) in s.options.iter() {
-                    m.insert(k.to_string(), json!(v));
-                }
-                Ok(json!({ "options": m }))
-            }
-            _ => Ok(json!({})),
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn uuid(b: &[u8; 16]) -> String {
+        let h = hex(b);
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+
+    fn values(v: &Values<'_>) -> Value {
+        Value::Array(
+            v.iter()
+                .map(|(_, x)| match x {
+                    CqlValue::Bytes(b) => json!(b.len()),
+                    CqlValue::Null => json!("null"),
+                    CqlValue::Unset => json!("unset"),
+                })
+                .collect(),
+        )
+    }
+
+    fn params(m: &mut Map<String, Value>, p: &QueryParams<'_>) {
+        m.insert("consistency".into(), json!(p.consistency.name()));
+        m.insert("query_flags".into(), json!(p.flags));
+        if p.flags & 0x01 != 0 {
+            m.insert("values".into(), values(&p.values));
+        }
+        if let Some(x) = p.page_size {
+            m.insert("page_size".into(), json!(x));
+        }
+        if let Some(x) = p.paging_state {
+            m.insert("paging_state".into(), json!(hex(x)));
+        }
+        if let Some(x) = p.serial_consistency {
+            m.insert("serial_consistency".into(), json!(x.name()));
+        }
+        if let Some(x) = p.timestamp {
+            m.insert("timestamp".into(), json!(x));
+        }
+        if let Some(x) = p.keyspace {
+            m.insert("keyspace".into(), json!(x));
         }
     }
 
-    /// Compares the decoded detail with the reference frame's `detail` (only the fields it has).
+    fn schema(m: &mut Map<String, Value>, sc: &SchemaChange<'_>) {
+        m.insert("change_type".into(), json!(sc.change_type));
+        m.insert("target".into(), json!(sc.target));
+        m.insert("keyspace".into(), json!(sc.keyspace));
+        if let Some(n) = sc.name {
+            m.insert("name".into(), json!(n));
+        }
+    }
+
+    /// Decodes a body with the codec's typed decoders into a frames.jsonl-like `detail`, plus the
+    /// prefixes under `__prefix`.
+    pub fn decode(h: &Header, body: &[u8]) -> Result<Value, String> {
+        let (prefix, msg) = Message::decode(h, body).map_err(|e| e.to_string())?;
+        let mut m = Map::new();
+        match msg {
+            Message::Startup(s) => {
+                let o: Map<String, Value> = s
+                    .options
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), json!(v)))
+                    .collect();
+                m.insert("options".into(), Value::Object(o));
+            }
+            Message::Supported(s) => {
+                let o: Map<String, Value> = s
+                    .options
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), json!(v.iter().collect::<Vec<_>>())))
+                    .collect();
+                m.insert("options".into(), Value::Object(o));
+            }
+            Message::Ready | Message::Options => {}
+            Message::Authenticate(a) => {
+                m.insert("authenticator".into(), json!(a.authenticator));
+            }
+            Message::AuthResponse(t) | Message::AuthChallenge(t) | Message::AuthSuccess(t) => {
+                let tok = t.token.map(|b| String::from_utf8_lossy(b).to_string());
+                m.insert("token".into(), json!(tok));
+                if h.opcode == Opcode::AuthResponse {
+                    let p =
+                        SaslPlain::parse(t.token.unwrap_or_default()).map_err(|e| e.to_string())?;
+                    m.insert("__sasl_user".into(), json!(p.username));
+                }
+            }
+            Message::Register(r) => {
+                m.insert("events".into(), json!(r.events.iter().collect::<Vec<_>>()));
+            }
+            Message::Query(q) => {
+                m.insert("query".into(), json!(q.query));
+                params(&mut m, &q.params);
+            }
+            Message::Prepare(p) => {
+                m.insert("query".into(), json!(p.query));
+                if h.version >= 5 {
+                    m.insert("prepare_flags".into(), json!(p.flags));
+                }
+                if let Some(k) = p.keyspace {
+                    m.insert("keyspace".into(), json!(k));
+                }
+            }
+            Message::Execute(e) => {
+                m.insert("prepared_id".into(), json!(hex(e.id)));
+                if let Some(r) = e.result_metadata_id {
+                    m.insert("result_metadata_id".into(), json!(hex(r)));
+                }
+                params(&mut m, &e.params);
+            }
+            Message::Batch(b) => {
+                m.insert("batch_type".into(), json!(b.batch_type.name()));
+                m.insert("child_count".into(), json!(b.children.len()));
+                let kids: Vec<Value> = b
+                    .children
+                    .iter()
+                    .map(|c| match c.statement {
+                        BatchStatement::Query(q) => {
+                            json!({"kind": "query", "query": q, "values": values(&c.values)})
+                        }
+                        BatchStatement::Prepared(id) => {
+                            json!({"kind": "prepared", "prepared_id": hex(id), "values": values(&c.values)})
+                        }
+                    })
+                    .collect();
+                assert_eq!(kids.len(), b.children.len());
+                m.insert("children".into(), Value::Array(kids));
+                m.insert("consistency".into(), json!(b.consistency.name()));
+                m.insert("query_flags".into(), json!(b.flags));
+                if let Some(x) = b.serial_consistency {
+                    m.insert("serial_consistency".into(), json!(x.name()));
+                }
+                if let Some(x) = b.timestamp {
+                    m.insert("timestamp".into(), json!(x));
+                }
+                if let Some(x) = b.keyspace {
+                    m.insert("keyspace".into(), json!(x));
+                }
+            }
+            Message::Result(r) => {
+                m.insert("result_kind".into(), json!(r.kind_name()));
+                match r {
+                    ResultBody::SetKeyspace(k) => {
+                        m.insert("keyspace".into(), json!(k));
+                    }
+                    ResultBody::Prepared {
+                        id,
+                        result_metadata_id,
+                    } => {
+                        m.insert("prepared_id".into(), json!(hex(id)));
+                        if let Some(r) = result_metadata_id {
+                            m.insert("result_metadata_id".into(), json!(hex(r)));
+                        }
+                    }
+                    ResultBody::SchemaChange(sc) => schema(&mut m, &sc),
+                    ResultBody::Void | ResultBody::Rows => {}
+                }
+            }
+            Message::Error(ErrorBody { code, message, .. }) => {
+                m.insert("error_code".into(), json!(format!("0x{code:04x}")));
+                m.insert(
+                    "error_name".into(),
+                    json!(ngx_stream_cql_module::codec::messages::codes::name(code)),
+                );
+                m.insert("message".into(), json!(message));
+            }
+            Message::Event(e) => {
+                m.insert("event_type".into(), json!(e.event_type()));
+                if let EventBody::SchemaChange(sc) = e {
+                    schema(&mut m, &sc);
+                }
+            }
+        }
+        let mut p = Map::new();
+        if let Some(t) = prefix.tracing_id {
+            p.insert("tracing_id".into(), json!(uuid(&t)));
+        }
+        if let Some(w) = prefix.warnings {
+            p.insert("warnings".into(), json!(w.iter().collect::<Vec<_>>()));
+        }
+        if let Some(c) = prefix.custom_payload {
+            p.insert(
+                "custom_payload_keys".into(),
+                json!(c.keys().collect::<Vec<_>>()),
+            );
+        }
+        m.insert("__prefix".into(), Value::Object(p));
+        Ok(Value::Object(m))
+    }
+
+    /// Fields that must be decoded whenever the reference has them.
+    const REQUIRED: [&str; 15] = [
+        "options",
+        "authenticator",
+        "token",
+        "events",
+        "query",
+        "prepared_id",
+        "result_metadata_id",
+        "keyspace",
+        "error_code",
+        "message",
+        "result_kind",
+        "batch_type",
+        "children",
+        "event_type",
+        "query_flags",
+    ];
+
+    /// Compares the decoded detail with the reference frame: every decoded field must equal the
+    /// reference, the key fields must be decoded when the reference has them, and the prefixes
+    /// must equal the frame's `tracing_id`, `warnings` and `custom_payload_keys`.
     pub fn compare(got: &Value, want_frame: &Value) -> Result<(), String> {
         if let Some(e) = got.get("__error") {
             return Err(format!("decoding failed: {e}"));
         }
         let want = &want_frame["detail"];
-        if let Some(obj) = got.as_object() {
-            for (k, v) in obj {
-                if want.get(k) != Some(v) {
-                    return Err(format!("detail {k}: got {v}, want {:?}", want.get(k)));
+        let obj = got.as_object().ok_or("no detail")?;
+        for (k, v) in obj {
+            if k == "__prefix" {
+                for pk in ["tracing_id", "warnings", "custom_payload_keys"] {
+                    if v.get(pk) != want_frame.get(pk) {
+                        return Err(format!(
+                            "{pk}: got {:?}, want {:?}",
+                            v.get(pk),
+                            want_frame.get(pk)
+                        ));
+                    }
                 }
+                continue;
+            }
+            if k == "__sasl_user" {
+                let tok = want["token"].as_str().unwrap_or("");
+                let user = tok.split('\0').nth(1).unwrap_or("");
+                if v != user {
+                    return Err(format!("SASL user: got {v}, want {user}"));
+                }
+                continue;
+            }
+            if want.get(k) != Some(v) {
+                return Err(format!("detail {k}: got {v}, want {:?}", want.get(k)));
+            }
+        }
+        for k in REQUIRED {
+            if want.get(k).is_some() && obj.get(k).is_none() {
+                return Err(format!("detail {k} not decoded"));
             }
         }
         Ok(())
     }
+}
+
+/// Writes fuzz seeds from the captures into `fuzz/corpus/{envelope,segment,bodies}/`. Run with
+/// `cargo test --test codec_captures -- --ignored write_fuzz_seeds` before `cargo fuzz run`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    for t in ["envelope", "segment", "bodies"] {
+        std::fs::create_dir_all(root.join(t)).unwrap();
+    }
+    let mut n = 0;
+    for s in sessions() {
+        let name = s.file_name().unwrap().to_string_lossy().to_string();
+        let frames = jsonl(&s.join("frames.jsonl"));
+        let segments = jsonl(&s.join("segments.jsonl"));
+        let conns: std::collections::BTreeSet<u64> =
+            frames.iter().map(|f| f["conn"].as_u64().unwrap()).collect();
+        for conn in conns {
+            for d in ["c2s", "s2c"] {
+                let bin = std::fs::read(s.join(format!("conn-{conn}.{d}.bin"))).unwrap();
+                let ctl_dir = u8::from(d == "s2c");
+                let first_seg = segments
+                    .iter()
+                    .find(|g| g["conn"].as_u64() == Some(conn) && g["dir"] == d)
+                    .map(|g| g["offset"].as_u64().unwrap() as usize);
+                let lz4 = name.contains("lz4");
+                let snappy = name.contains("snappy");
+                // Envelope seeds: the legacy part of the stream, capped at 64 KiB.
+                let legacy_end = first_seg.unwrap_or(bin.len()).min(65536);
+                let comp = if lz4 {
+                    1u8
+                } else if snappy {
+                    2
+                } else {
+                    0
+                };
+                let mut seed = vec![ctl_dir | 2 | (comp << 2) | 0x10, 3];
+                seed.extend_from_slice(&bin[..legacy_end]);
+                std::fs::write(root.join(format!("envelope/{name}-{conn}-{d}")), &seed).unwrap();
+                // Segment seeds: the segment part of the stream, capped at 64 KiB.
+                if let Some(start) = first_seg {
+                    let end = bin.len().min(start + 65536);
+                    let mut seed = vec![u8::from(lz4) | (ctl_dir << 1) | 0x80 | (5 << 3)];
+                    seed.extend_from_slice(&bin[start..end]);
+                    std::fs::write(root.join(format!("segment/{name}-{conn}-{d}")), &seed).unwrap();
+                }
+                // Body seeds: uncompressed envelopes whose body lies in the file.
+                for (i, f) in frames
+                    .iter()
+                    .filter(|f| f["conn"].as_u64() == Some(conn) && f["dir"] == d)
+                    .enumerate()
+                {
+                    let len = f["body_length"].as_u64().unwrap() as usize;
+                    if f["flags"].as_u64().unwrap() & 1 != 0 || len > 4096 {
+                        continue;
+                    }
+                    let off = f["offset"].as_u64().unwrap() as usize;
+                    let start = if f["framing"] == "envelope" {
+                        off + 9
+                    } else if f["offset_in_payload"].as_u64() == Some(0) && !lz4 {
+                        off + 6 + 9
+                    } else {
+                        continue;
+                    };
+                    let Some(body) = bin.get(start..start + len) else {
+                        continue;
+                    };
+                    let version = f["version"].as_u64().unwrap() as u8;
+                    if !(3..=5).contains(&version) {
+                        continue;
+                    }
+                    let op = f["opcode"].as_u64().unwrap() as u8;
+                    let mut seed = vec![
+                        op | ((version - 3) << 5),
+                        f["flags"].as_u64().unwrap() as u8,
+                    ];
+                    seed.extend_from_slice(body);
+                    std::fs::write(root.join(format!("bodies/{name}-{conn}-{d}-{i}")), &seed)
+                        .unwrap();
+                    n += 1;
+                }
+            }
+        }
+    }
+    assert!(n > 500, "{n} body seeds");
 }
