@@ -127,23 +127,84 @@ fn reload_keeps_open_connections_working() {
     nginx.stop();
 }
 
+/// Reads what the proxy sent back until it closed the connection.
+fn reply_until_closed(client: &mut TcpStream) -> Vec<u8> {
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut reply = Vec::new();
+    client
+        .read_to_end(&mut reply)
+        .expect("the proxy closes the connection");
+    reply
+}
+
+/// Splits an ERROR envelope into (header byte, stream, code, message).
+fn decode_error(reply: &[u8]) -> (u8, i16, i32, String) {
+    assert!(reply.len() > 15, "no ERROR envelope: {reply:?}");
+    assert_eq!(reply[4], 0x00, "opcode ERROR");
+    let len = u32::from_be_bytes(reply[5..9].try_into().unwrap()) as usize;
+    assert_eq!(reply.len(), 9 + len, "exactly one envelope");
+    let code = i32::from_be_bytes(reply[9..13].try_into().unwrap());
+    let n = u16::from_be_bytes(reply[13..15].try_into().unwrap()) as usize;
+    let message = String::from_utf8(reply[15..15 + n].to_vec()).expect("utf-8 message");
+    (
+        reply[0],
+        i16::from_be_bytes([reply[2], reply[3]]),
+        code,
+        message,
+    )
+}
+
 #[test]
-fn a_stream_that_is_not_cql_is_closed_with_an_error_log_line() {
+fn a_stream_that_is_not_cql_gets_a_protocol_error_and_an_error_log_line() {
     let upstream = FakeUpstream::bind();
     let port = free_port();
     let nginx = Nginx::start("not-cql", &stream_body(port, upstream.port, "on"));
     let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    client
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .expect("write");
-    let mut reply = Vec::new();
-    let _ = client.read_to_end(&mut reply);
+    let (_, stream, code, message) = decode_error(&reply_until_closed(&mut client));
+    assert_eq!((stream, code), (0, 0x000A));
+    assert_eq!(
+        message,
+        "Invalid or unsupported protocol version (71); supported versions are (3/v3, 4/v4, 5/v5)"
+    );
     let log = nginx.stop();
     assert!(
-        log.contains("cql: closing connection: client sent protocol version 71, which is not CQL v3, v4 or v5"),
+        log.contains("[error]")
+            && log.contains("cql: closing connection: client sent protocol version 71, which is not CQL v3, v4 or v5"),
+        "error log:\n{log}"
+    );
+}
+
+#[test]
+fn a_driver_probing_newer_versions_is_told_which_ones_to_use() {
+    let upstream = FakeUpstream::bind();
+    let port = free_port();
+    let nginx = Nginx::start("probe", &stream_body(port, upstream.port, "on"));
+    // The Python driver's first two connections: OPTIONS as DSE_V2 (0x42), then DSE_V1 (0x41).
+    let probes: Vec<Connection> = connections("py-negotiate")
+        .into_iter()
+        .filter(|c| !speaks_supported_version(c))
+        .collect();
+    assert_eq!(probes.len(), 2);
+    for probe in probes {
+        let version = probe.client_version();
+        let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        client.write_all(&probe.c2s).expect("write");
+        let (header, stream, code, message) = decode_error(&reply_until_closed(&mut client));
+        assert_eq!(header & 0x80, 0x80, "a response");
+        assert_eq!((stream, code), (0, 0x000A));
+        assert_eq!(
+            message,
+            format!("Invalid or unsupported protocol version ({version}); supported versions are (3/v3, 4/v4, 5/v5)")
+        );
+    }
+    let log = nginx.stop();
+    assert!(
+        log.contains("[info]") && log.contains("client sent protocol version 66"),
         "error log:\n{log}"
     );
 }

@@ -81,7 +81,7 @@ unsafe extern "C" fn get(
     data: usize,
 ) -> ngx_int_t {
     let v = &mut *v;
-    let (Some(var), Some(session)) = (VARIABLES.get(data), filter::session(s)) else {
+    let (Some(var), Some(ctx)) = (VARIABLES.get(data), filter::ctx(s)) else {
         v.set_not_found(1);
         return NGX_OK as ngx_int_t;
     };
@@ -89,7 +89,7 @@ unsafe extern "C" fn get(
         bytes: [0; 64],
         len: 0,
     };
-    if (var.write)(session, &mut buf).is_err() || buf.len == 0 {
+    if (var.write)(&ctx.session, &mut buf).is_err() || buf.len == 0 {
         v.set_not_found(1);
         return NGX_OK as ngx_int_t;
     }

@@ -14,7 +14,7 @@ pub use counters::{Counters, DirectionCounters};
 use core::fmt;
 
 pub use crate::codec::Direction;
-use crate::codec::{CodecError, Compression, Event, FrameReader, Header, Opcode};
+use crate::codec::{encode, CodecError, Compression, Event, FrameReader, Header, Opcode};
 
 /// Explicit limits of a session; all configurable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +40,12 @@ impl Default for Limits {
 pub enum Action {
     /// Pass them on, unchanged.
     Forward,
+    /// Drop them, send `reply` to the client, then end the connection: the answer to a
+    /// protocol version the proxy does not speak, so that drivers step down.
+    Refuse {
+        reply: Vec<u8>,
+        violation: Violation,
+    },
     /// End the connection; the reason goes to the error log.
     Close(Violation),
 }
@@ -50,6 +56,20 @@ pub struct Violation {
     /// Which peer sent the offending bytes.
     pub from: Direction,
     pub error: CodecError,
+}
+
+impl Violation {
+    /// Whether this is a client probing for a protocol version, as drivers do when they
+    /// negotiate (v1, v2, v6 or the DSE versions 0x41 and 0x42), rather than a stream that
+    /// is not CQL at all.
+    pub fn is_version_probe(&self) -> bool {
+        matches!(
+            self.error,
+            CodecError::UnsupportedVersion {
+                version: 1 | 2 | 6 | 0x41 | 0x42
+            }
+        )
+    }
 }
 
 impl fmt::Display for Violation {
@@ -120,7 +140,7 @@ impl Session {
             };
             let (used, step) = match reader.next(input) {
                 Ok((used, event)) => (used, Step::of(&event)),
-                Err(error) => return Action::Close(Violation { from, error }),
+                Err(error) => return self.refuse(Violation { from, error }),
             };
             input = input.get(used..).unwrap_or_default();
             match step {
@@ -129,6 +149,21 @@ impl Session {
                 Step::Frame(header, compression) => self.on_frame(from, &header, compression),
                 Step::Segment => self.counters.of_mut(from).segments += 1,
             }
+        }
+    }
+
+    /// A client's first frame in a version the proxy does not speak is answered as
+    /// Cassandra does: ERROR 0x000A on stream 0 naming the supported versions.
+    fn refuse(&self, violation: Violation) -> Action {
+        match violation.error {
+            CodecError::UnsupportedVersion { version }
+                if violation.from == Direction::ClientToServer && self.version.is_none() =>
+            {
+                let mut reply = Vec::new();
+                encode::write_unsupported_version(version, &mut reply);
+                Action::Refuse { reply, violation }
+            }
+            _ => Action::Close(violation),
         }
     }
 
