@@ -69,6 +69,14 @@ fn a_frame_size_out_of_bounds_is_refused() {
         )),
         "{said}"
     );
+    let (said, conf) = refused("bad-handshake-size", "cql_max_handshake_frame_size 2m;");
+    assert!(
+        said.contains(&format!(
+            "\"cql_max_handshake_frame_size\" must be between 4k and 1m in {conf}:{}",
+            stream_body_line(1)
+        )),
+        "{said}"
+    );
     let (said, _) = refused("bad-size-syntax", "cql_max_frame_size lots;");
     assert!(
         said.contains("\"cql_max_frame_size\" directive invalid value"),

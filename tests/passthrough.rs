@@ -208,3 +208,24 @@ fn a_driver_probing_newer_versions_is_told_which_ones_to_use() {
         "error log:\n{log}"
     );
 }
+
+#[test]
+fn a_frame_above_the_handshake_cap_closes_the_connection() {
+    let upstream = FakeUpstream::bind();
+    let port = free_port();
+    let body = stream_body(port, upstream.port, "on")
+        .replace("cql on;", "cql on;\ncql_max_handshake_frame_size 8k;");
+    let nginx = Nginx::start("handshake-cap", &body);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // A v4 STARTUP announcing a 9000-byte body, before any authentication.
+    client
+        .write_all(&[0x04, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x23, 0x28])
+        .expect("write");
+    let reply = reply_until_closed(&mut client);
+    assert!(reply.is_empty(), "nothing is answered: {reply:?}");
+    let log = nginx.stop();
+    assert!(
+        log.contains("cql: closing connection: client sent an invalid CQL stream: frame body of 9000 bytes exceeds the limit of 8192 bytes"),
+        "error log:\n{log}"
+    );
+}

@@ -21,6 +21,11 @@ const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 const MAX_MAX_FRAME_SIZE: usize = 256 * 1024 * 1024;
 /// Smallest `cql_max_frame_size` accepted: below this, driver handshakes do not fit.
 const MIN_MAX_FRAME_SIZE: usize = 64 * 1024;
+/// `cql_max_handshake_frame_size` default: frames before authentication are small.
+const DEFAULT_MAX_HANDSHAKE_FRAME_SIZE: usize = 64 * 1024;
+/// Bounds of `cql_max_handshake_frame_size`.
+const MIN_MAX_HANDSHAKE_FRAME_SIZE: usize = 4 * 1024;
+const MAX_MAX_HANDSHAKE_FRAME_SIZE: usize = 1024 * 1024;
 
 /// Configuration of one `stream` `server` (or the `stream` block's defaults).
 #[repr(C)]
@@ -29,6 +34,8 @@ pub struct SrvConf {
     pub enabled: ngx_flag_t,
     /// `cql_max_frame_size size`
     pub max_frame_size: usize,
+    /// `cql_max_handshake_frame_size size`
+    pub max_handshake_frame_size: usize,
 }
 
 impl SrvConf {
@@ -40,7 +47,8 @@ impl SrvConf {
         Limits {
             // Bounded by MAX_MAX_FRAME_SIZE at configuration time, so it fits.
             max_frame_size: u32::try_from(self.max_frame_size).unwrap_or(u32::MAX),
-            ..Limits::default()
+            max_handshake_frame_size: u32::try_from(self.max_handshake_frame_size)
+                .unwrap_or(u32::MAX),
         }
     }
 }
@@ -53,6 +61,7 @@ pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     conf.write(SrvConf {
         enabled: UNSET_FLAG,
         max_frame_size: UNSET_SIZE,
+        max_handshake_frame_size: UNSET_SIZE,
     });
     conf.cast()
 }
@@ -71,6 +80,12 @@ pub unsafe extern "C" fn merge_srv_conf(
         UNSET_SIZE,
         DEFAULT_MAX_FRAME_SIZE,
     );
+    merge(
+        &mut conf.max_handshake_frame_size,
+        prev.max_handshake_frame_size,
+        UNSET_SIZE,
+        DEFAULT_MAX_HANDSHAKE_FRAME_SIZE,
+    );
     NGX_CONF_OK
 }
 
@@ -87,17 +102,46 @@ pub unsafe extern "C" fn set_max_frame_size(
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
+    set_bounded_size(
+        cf,
+        cmd,
+        conf,
+        MIN_MAX_FRAME_SIZE..=MAX_MAX_FRAME_SIZE,
+        "64k and 256m",
+    )
+}
+
+/// `cql_max_handshake_frame_size size;`: the cap on frames before authentication.
+pub unsafe extern "C" fn set_max_handshake_frame_size(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    set_bounded_size(
+        cf,
+        cmd,
+        conf,
+        MIN_MAX_HANDSHAKE_FRAME_SIZE..=MAX_MAX_HANDSHAKE_FRAME_SIZE,
+        "4k and 1m",
+    )
+}
+
+/// NGINX's size slot, then a bounds check that names the directive, file and line.
+unsafe fn set_bounded_size(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+    bounds: core::ops::RangeInclusive<usize>,
+    said: &str,
+) -> *mut c_char {
     let rv = ngx_conf_set_size_slot(cf, cmd, conf);
     if rv != NGX_CONF_OK {
         return rv;
     }
-    let size = (*(conf as *const SrvConf)).max_frame_size;
-    if !(MIN_MAX_FRAME_SIZE..=MAX_MAX_FRAME_SIZE).contains(&size) {
-        ngx_conf_log_error!(
-            NGX_LOG_EMERG,
-            cf,
-            "\"cql_max_frame_size\" must be between 64k and 256m"
-        );
+    let size = *((conf as *const u8).add((*cmd).offset) as *const usize);
+    if !bounds.contains(&size) {
+        let name = core::str::from_utf8((*cmd).name.as_bytes()).unwrap_or("?");
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" must be between {said}");
         return NGX_CONF_ERROR;
     }
     NGX_CONF_OK

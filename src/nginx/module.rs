@@ -24,7 +24,7 @@ static mut CTX: ngx_stream_module_t = ngx_stream_module_t {
 /// Context of a directive: `stream` and `server` blocks.
 const STREAM_AND_SERVER: u32 = NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF;
 
-static mut COMMANDS: [ngx_command_t; 3] = [
+static mut COMMANDS: [ngx_command_t; 4] = [
     ngx_command_t {
         name: ngx_string!("cql"),
         type_: (STREAM_AND_SERVER | NGX_CONF_FLAG) as _,
@@ -39,6 +39,14 @@ static mut COMMANDS: [ngx_command_t; 3] = [
         set: Some(config::set_max_frame_size),
         conf: NGX_STREAM_SRV_CONF_OFFSET,
         offset: core::mem::offset_of!(SrvConf, max_frame_size),
+        post: null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("cql_max_handshake_frame_size"),
+        type_: (STREAM_AND_SERVER | NGX_CONF_TAKE1) as _,
+        set: Some(config::set_max_handshake_frame_size),
+        conf: NGX_STREAM_SRV_CONF_OFFSET,
+        offset: core::mem::offset_of!(SrvConf, max_handshake_frame_size),
         post: null_mut(),
     },
     ngx_command_t::empty(),
