@@ -16,7 +16,7 @@ use std::borrow::Cow;
 
 use nom::branch::alt;
 use nom::bytes::complete::{is_not, tag, take_till, take_until, take_while, take_while1};
-use nom::character::complete::{char, multispace1, satisfy};
+use nom::character::complete::{char, satisfy};
 use nom::combinator::{cut, recognize};
 use nom::multi::many0_count;
 use nom::sequence::{delimited, pair, preceded, tuple};
@@ -101,11 +101,6 @@ fn block_comment(i: &str) -> IResult<&str, &str> {
     recognize(tuple((tag("/*"), cut(take_until("*/")), tag("*/"))))(i)
 }
 
-/// Skips whitespace and comments.
-fn trivia(i: &str) -> IResult<&str, usize> {
-    many0_count(alt((multispace1, line_comment, block_comment)))(i)
-}
-
 fn quoted_body(i: &str) -> IResult<&str, &str> {
     let (i, s) = recognize(many0_count(alt((is_not("\""), tag("\"\"")))))(i)?;
     let (i, _) = char('"')(i)?;
@@ -147,12 +142,20 @@ fn dollar(i: &str) -> IResult<&str, Tok<'_>> {
     Ok((i, Tok::Dollar(s)))
 }
 
+/// An unquoted identifier: a letter, then letters, digits and `_` (ASCII, as in `Lexer.g`).
 fn ident(i: &str) -> IResult<&str, Tok<'_>> {
-    let (i, s) = recognize(pair(
-        satisfy(|c| c.is_ascii_alphabetic()),
-        take_while(|c: char| c.is_ascii_alphanumeric() || c == '_'),
-    ))(i)?;
-    Ok((i, Tok::Ident(s)))
+    let b = i.as_bytes();
+    if !b.first().is_some_and(u8::is_ascii_alphabetic) {
+        return Err(nom::Err::Error(nom::error::Error::new(
+            i,
+            nom::error::ErrorKind::Alpha,
+        )));
+    }
+    let n = b[1..]
+        .iter()
+        .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+        .map_or(b.len(), |p| p + 1);
+    Ok((&i[n..], Tok::Ident(&i[..n])))
 }
 
 fn hex(n: usize) -> impl Fn(&str) -> IResult<&str, &str> {
@@ -211,17 +214,21 @@ fn number(i: &str) -> IResult<&str, Tok<'_>> {
 }
 
 fn symbol(i: &str) -> IResult<&str, Tok<'_>> {
-    let (rest, s) = alt((
-        tag("<="),
-        tag(">="),
-        tag("!="),
-        recognize(satisfy(|c| "(),;.*=<>+-[]{}:?/%".contains(c))),
-    ))(i)?;
-    Ok((rest, Tok::Sym(s)))
-}
-
-fn token(i: &str) -> IResult<&str, Tok<'_>> {
-    alt((quoted_ident, string, dollar, uuid, ident, number, symbol))(i)
+    let b = i.as_bytes();
+    let two = b.len() >= 2 && b[1] == b'=' && matches!(b[0], b'<' | b'>' | b'!');
+    if two {
+        return Ok((&i[2..], Tok::Sym(&i[..2])));
+    }
+    match b.first() {
+        Some(
+            b'(' | b')' | b',' | b';' | b'.' | b'*' | b'=' | b'<' | b'>' | b'+' | b'-' | b'['
+            | b']' | b'{' | b'}' | b':' | b'?' | b'/' | b'%',
+        ) => Ok((&i[1..], Tok::Sym(&i[..1]))),
+        _ => Err(nom::Err::Error(nom::error::Error::new(
+            i,
+            nom::error::ErrorKind::OneOf,
+        ))),
+    }
 }
 
 /// A lexing error, with the byte offset where it happened.
@@ -266,37 +273,79 @@ impl<'a> Lexer<'a> {
     }
 
     /// The next token, skipping whitespace and comments.
+    ///
+    /// Dispatches on the first byte to one recognizer, so that the common tokens (words,
+    /// punctuation, `?`) cost a few comparisons each.
     pub fn next_token(&mut self) -> Result<Tok<'a>, LexError> {
-        let rest = match trivia(self.rest) {
-            Ok((rest, _)) => rest,
-            Err(_) => {
-                let at = self.rest.find("/*").map_or(self.rest, |p| &self.rest[p..]);
-                return Err(self.error(at, "unterminated /* comment"));
+        let mut rest = self.rest;
+        loop {
+            let b = rest.as_bytes();
+            let ws = b
+                .iter()
+                .position(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+                .unwrap_or(b.len());
+            rest = &rest[ws..];
+            let b = rest.as_bytes();
+            if b.len() < 2 {
+                break;
             }
-        };
+            let comment = match (b[0], b[1]) {
+                (b'-', b'-') | (b'/', b'/') => line_comment(rest),
+                (b'/', b'*') => block_comment(rest),
+                _ => break,
+            };
+            match comment {
+                Ok((after, _)) => rest = after,
+                Err(_) => return Err(self.error(rest, "unterminated /* comment")),
+            }
+        }
         self.rest = rest;
         self.start = self.offset();
-        if rest.is_empty() {
+        let Some(&first) = rest.as_bytes().first() else {
             return Ok(Tok::End);
-        }
-        match token(rest) {
+        };
+        let result = match first {
+            b'"' => quoted_ident(rest),
+            b'\'' => string(rest),
+            b'$' => dollar(rest),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' if maybe_uuid(rest) => {
+                uuid(rest).or_else(|_| word_or_number(rest))
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => word_or_number(rest),
+            _ => symbol(rest),
+        };
+        match result {
             Ok((after, tok)) => {
                 self.rest = after;
                 Ok(tok)
             }
-            Err(nom::Err::Failure(_)) => {
-                let what = match rest.as_bytes()[0] {
-                    b'"' => "unterminated or empty quoted name",
-                    b'\'' => "unterminated string literal",
-                    _ => "unterminated $$ string",
-                };
-                Err(self.error(rest, what))
-            }
             Err(_) => {
-                let c = rest.chars().next().unwrap_or('?');
-                Err(self.error(rest, &format!("unexpected character {c:?}")))
+                let what = match first {
+                    b'"' => "unterminated or empty quoted name".to_string(),
+                    b'\'' => "unterminated string literal".to_string(),
+                    b'$' if rest.starts_with("$$") => "unterminated $$ string".to_string(),
+                    _ => format!(
+                        "unexpected character {:?}",
+                        rest.chars().next().unwrap_or('?')
+                    ),
+                };
+                Err(self.error(rest, &what))
             }
         }
+    }
+}
+
+/// Whether `s` may start with a UUID literal (8 hex digits and a dash).
+fn maybe_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 36 && b[8] == b'-' && b[..8].iter().all(u8::is_ascii_hexdigit)
+}
+
+fn word_or_number(i: &str) -> IResult<&str, Tok<'_>> {
+    if i.as_bytes()[0].is_ascii_digit() {
+        number(i)
+    } else {
+        ident(i)
     }
 }
 

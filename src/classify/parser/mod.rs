@@ -92,19 +92,48 @@ const RESERVED: &[&str] = &[
     "with",
 ];
 
+/// Packs a word of at most 15 ASCII bytes, lower-cased, into an integer key (0 when it does
+/// not fit), so keyword tests are integer comparisons.
+pub const fn word_key(word: &[u8]) -> u128 {
+    if word.is_empty() || word.len() > 15 {
+        return 0;
+    }
+    let mut key: u128 = 0;
+    let mut i = 0;
+    while i < word.len() {
+        key = (key << 8) | word[i].to_ascii_lowercase() as u128;
+        i += 1;
+    }
+    key | ((word.len() as u128) << 120)
+}
+
+/// [`RESERVED`] as sorted [`word_key`]s, computed at compile time.
+const RESERVED_KEYS: [u128; RESERVED.len()] = {
+    let mut keys = [0u128; RESERVED.len()];
+    let mut i = 0;
+    while i < RESERVED.len() {
+        keys[i] = word_key(RESERVED[i].as_bytes());
+        i += 1;
+    }
+    // Insertion sort (const context).
+    let mut j = 1;
+    while j < keys.len() {
+        let mut k = j;
+        while k > 0 && keys[k - 1] > keys[k] {
+            let t = keys[k];
+            keys[k] = keys[k - 1];
+            keys[k - 1] = t;
+            k -= 1;
+        }
+        j += 1;
+    }
+    keys
+};
+
 /// Whether an unquoted word is a reserved keyword (case-insensitive).
 pub fn is_reserved(word: &str) -> bool {
-    if word.len() > 12 {
-        return false;
-    }
-    let mut buf = [0u8; 12];
-    let lower = &mut buf[..word.len()];
-    lower.copy_from_slice(word.as_bytes());
-    lower.make_ascii_lowercase();
-    match std::str::from_utf8(lower) {
-        Ok(l) => RESERVED.binary_search(&l).is_ok(),
-        Err(_) => false,
-    }
+    let key = word_key(word.as_bytes());
+    key != 0 && RESERVED_KEYS.binary_search(&key).is_ok()
 }
 
 /// Why a text did not classify.
@@ -468,30 +497,40 @@ impl<'a> Parser<'a> {
             Tok::End => return Err(Fail("empty statement".to_string())),
             _ => return Err(self.unexpected("a statement")),
         };
-        let mut buf = [0u8; 8];
-        let lower = if word.len() <= buf.len() {
-            let b = &mut buf[..word.len()];
-            b.copy_from_slice(word.as_bytes());
-            b.make_ascii_lowercase();
-            std::str::from_utf8(b).unwrap_or("")
-        } else {
-            ""
-        };
-        match lower {
-            "select" => dml::select(self),
-            "insert" => dml::insert(self),
-            "update" => dml::update(self),
-            "delete" => dml::delete(self),
-            "begin" => dml::batch(self),
-            "truncate" => dml::truncate(self),
-            "use" => dml::use_keyspace(self),
-            "create" => ddl::create(self),
-            "alter" => ddl::alter(self),
-            "drop" => ddl::drop(self),
-            "grant" | "revoke" => dcl::grant_revoke(self),
-            "list" => dcl::list(self),
-            "add" => dcl::add_identity(self),
-            "describe" | "desc" => describe::describe(self),
+        const fn k(w: &str) -> u128 {
+            word_key(w.as_bytes())
+        }
+        const SELECT: u128 = k("select");
+        const INSERT: u128 = k("insert");
+        const UPDATE: u128 = k("update");
+        const DELETE: u128 = k("delete");
+        const BEGIN: u128 = k("begin");
+        const TRUNCATE: u128 = k("truncate");
+        const USE: u128 = k("use");
+        const CREATE: u128 = k("create");
+        const ALTER: u128 = k("alter");
+        const DROP: u128 = k("drop");
+        const GRANT: u128 = k("grant");
+        const REVOKE: u128 = k("revoke");
+        const LIST: u128 = k("list");
+        const ADD: u128 = k("add");
+        const DESCRIBE: u128 = k("describe");
+        const DESC: u128 = k("desc");
+        match word_key(word.as_bytes()) {
+            SELECT => dml::select(self),
+            INSERT => dml::insert(self),
+            UPDATE => dml::update(self),
+            DELETE => dml::delete(self),
+            BEGIN => dml::batch(self),
+            TRUNCATE => dml::truncate(self),
+            USE => dml::use_keyspace(self),
+            CREATE => ddl::create(self),
+            ALTER => ddl::alter(self),
+            DROP => ddl::drop(self),
+            GRANT | REVOKE => dcl::grant_revoke(self),
+            LIST => dcl::list(self),
+            ADD => dcl::add_identity(self),
+            DESCRIBE | DESC => describe::describe(self),
             _ => Err(Fail(format!(
                 "unknown statement starting with {}",
                 t.describe()
