@@ -24,10 +24,12 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Builds the module against Debian's packaged nginx (as the Dockerfile does) and runs the
-# configuration and pass-through tests with Debian's own nginx binary loading it.
+# Builds the module against Debian's packaged nginx (as the Dockerfile does), checks the
+# container's configuration, and runs the configuration and pass-through tests with
+# Debian's own nginx binary loading the module.
 test-debian-nginx:
 	scripts/build-for-debian-nginx target/debian-nginx
+	scripts/check-docker-config target/debian-nginx
 	CQL_NGINX_BIN=$(CURDIR)/target/debian-nginx/root/usr/sbin/nginx \
 	CQL_MODULE=$(CURDIR)/target/debian-nginx/ngx_stream_cql_module.so \
 	CQL_PRELOAD_MODULES=$(CURDIR)/target/debian-nginx/root/usr/lib/nginx/modules/ngx_stream_module.so \
