@@ -234,6 +234,8 @@ fn function<'a>(ks: &Cow<'a, str>, name: &Cow<'a, str>, args: Option<String>) ->
     }
 }
 
+// `&Cow` on purpose: cloning a borrowed Cow keeps it borrowed (no allocation).
+#[allow(clippy::ptr_arg)]
 /// CREATE on the keyspace's functions; with OR REPLACE also ALTER on the function, since
 /// Cassandra asks ALTER when it exists and CREATE when not, and the proxy cannot tell.
 fn create_function_needs<'a>(

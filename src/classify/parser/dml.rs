@@ -11,6 +11,12 @@ use super::{is_kw, on_table, table_resource, Fail, PResult, Parser};
 /// Words that end a WHERE or IF clause: the next statement of a batch, or its end.
 const CLAUSE_END: &[&str] = &["insert", "update", "delete", "apply"];
 const WHERE_END: &[&str] = &["if", "insert", "update", "delete", "apply"];
+/// Words that end the SET clause of an UPDATE.
+const SET_END: &[&str] = &["where", "if", "insert", "update", "delete", "apply"];
+/// Words that end the column list of a DELETE.
+const DELETE_COLUMNS_END: &[&str] = &["from", "where", "insert", "update", "delete", "apply"];
+/// What may follow the table of a SELECT.
+const SELECT_CLAUSES: &[&str] = &["where", "group", "order", "per", "limit", "allow"];
 
 /// `SELECT [JSON] [DISTINCT] selectors FROM [ks.]t [WHERE ...] [GROUP BY ...]
 /// [ORDER BY ...] [PER PARTITION LIMIT n] [LIMIT n] [ALLOW FILTERING]`
@@ -31,6 +37,11 @@ pub fn select<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     }
     p.expect_kw("from")?;
     let (ks, t) = p.table_name()?;
+    let next = p.peek()?;
+    if !(matches!(next, Tok::End | Tok::Sym(";")) || SELECT_CLAUSES.iter().any(|c| is_kw(next, c)))
+    {
+        return Err(p.unexpected("WHERE, GROUP BY, ORDER BY, LIMIT or the end of the statement"));
+    }
     if p.eat_kw("where")? {
         st.flags |= Flags::WHERE;
         if p.scan(&mut st, &["where", "allow"], true)? == 0 {
@@ -59,6 +70,8 @@ fn ends_selector(t: Tok<'_>) -> bool {
 }
 
 /// Puts MODIFY (and SELECT for a conditional write) first, as Cassandra checks them.
+// `&Cow` on purpose: cloning a borrowed Cow keeps it borrowed (no allocation).
+#[allow(clippy::ptr_arg)]
 fn write_needs<'a>(st: &mut Statement<'a>, ks: &Cow<'a, str>, t: &Cow<'a, str>) {
     let mut first = Vec::with_capacity(st.needs.len() + 2);
     first.push(Need {
@@ -189,7 +202,7 @@ pub fn update<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
         using(p, &mut st, true)?;
     }
     p.expect_kw("set")?;
-    if p.scan(&mut st, &["where"], true)? == 0 {
+    if p.scan(&mut st, SET_END, true)? == 0 {
         return Err(p.unexpected("an assignment"));
     }
     p.expect_kw("where")?;
@@ -209,7 +222,7 @@ pub fn delete<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     p.expect_kw("delete")?;
     let mut st = Statement::new(Kind::Delete);
     if !p.at_kw("from")? {
-        p.scan(&mut st, &["from"], true)?;
+        p.scan(&mut st, DELETE_COLUMNS_END, true)?;
     }
     p.expect_kw("from")?;
     let (ks, t) = p.table_name()?;

@@ -388,10 +388,8 @@ impl<'a> Parser<'a> {
                     }
                 }
                 Tok::Sym("?") => st.flags |= Flags::BIND_MARKERS,
-                Tok::Sym(":") => {
-                    if braces == 0 && is_name(self.peek()?) {
-                        st.flags |= Flags::BIND_MARKERS;
-                    }
+                Tok::Sym(":") if braces == 0 && is_name(self.peek()?) => {
+                    st.flags |= Flags::BIND_MARKERS;
                 }
                 Tok::Ident(w) if is_reserved(w) && !w.eq_ignore_ascii_case("token") => {}
                 Tok::Ident(_) | Tok::Quoted(_) => {
@@ -463,10 +461,12 @@ impl<'a> Parser<'a> {
                 }
                 Tok::Sym(")") | Tok::Sym("]") | Tok::Sym("}") => depth -= 1,
                 Tok::Sym("?") => st.flags |= Flags::BIND_MARKERS,
-                Tok::Ident(w) if masking && w.eq_ignore_ascii_case("masked") => {
-                    if prev_drop || self.at_kw("with")? {
-                        st.flags |= Flags::MASKING;
-                    }
+                Tok::Ident(w)
+                    if masking
+                        && w.eq_ignore_ascii_case("masked")
+                        && (prev_drop || self.at_kw("with")?) =>
+                {
+                    st.flags |= Flags::MASKING;
                 }
                 _ => {}
             }
