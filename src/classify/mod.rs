@@ -104,7 +104,24 @@
 //!
 //! Never panics, allocates in proportion to the text, runs in time linear in the text
 //! (a few tokens of lookahead), and bounds bracket and type nesting by
-//! [`parser::MAX_NESTING`] without recursion on brackets.
+//! [`parser::MAX_NESTING`] without recursion on brackets. A statement calling more than
+//! [`parser::MAX_CALLS`] distinct functions, or a batch needing more than
+//! [`parser::MAX_BATCH_NEEDS`] distinct permissions, is unparsed, which keeps the
+//! de-duplication of needs linear; large batches de-duplicate through a hash set.
+//!
+//! # Limits of a classifier that does not know the schema
+//!
+//! - A call site does not give a function's signature: EXECUTE needs name
+//!   `<function ks.f>` for all overloads. A name missing from the native list is treated as
+//!   a user function (fail closed).
+//! - SELECT on a materialized view asks SELECT on the view (Cassandra asks it on the base
+//!   table); ALTER/DROP MATERIALIZED VIEW and DROP INDEX are decided on the keyspace.
+//! - CREATE OR REPLACE FUNCTION/AGGREGATE asks both CREATE and ALTER (Cassandra asks one,
+//!   depending on whether the function exists).
+//! - Masked columns are unknown (see above).
+//! - Some texts Cassandra rejects as syntax errors are still classified (expressions are
+//!   scanned, not fully parsed); Cassandra then rejects them itself, so nothing runs that
+//!   the classification did not cover.
 
 pub mod functions;
 pub mod lexer;

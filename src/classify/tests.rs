@@ -533,3 +533,41 @@ fn every_kind_has_an_audit_name() {
         assert!(!k.name().is_empty());
     }
 }
+
+#[test]
+fn large_inputs_stay_linear() {
+    use std::time::Instant;
+    let mut text = String::from("BEGIN UNLOGGED BATCH ");
+    for i in 0..20_000 {
+        text.push_str(&format!("INSERT INTO ks.t{i} (k) VALUES ({i}); "));
+    }
+    text.push_str("APPLY BATCH");
+    let start = Instant::now();
+    let st = classify(&text, None);
+    assert_eq!(
+        st.kind,
+        Kind::Unparsed,
+        "more than MAX_BATCH_NEEDS distinct tables"
+    );
+    let mut text = String::from("BEGIN BATCH ");
+    for i in 0..20_000 {
+        text.push_str(&format!(
+            "UPDATE ks.t SET v = ks.f{}(1) WHERE k = {i}; ",
+            i % 50
+        ));
+    }
+    text.push_str("APPLY BATCH");
+    let st = classify(&text, None);
+    assert_eq!(st.kind, Kind::Batch);
+    assert_eq!(st.children.len(), 20_000);
+    assert_eq!(st.needs.len(), 51);
+    let calls: Vec<String> = (0..100).map(|i| format!("ks.f{i}(a)")).collect();
+    let text = format!("SELECT {} FROM ks.t", calls.join(", "));
+    assert!(classify(&text, None)
+        .unparsed
+        .unwrap()
+        .contains("distinct functions"));
+    let text = format!("SELECT {}a FROM ks.t", "a + ".repeat(50_000));
+    assert_eq!(classify(&text, None).kind, Kind::Select);
+    assert!(start.elapsed().as_secs() < 5, "took {:?}", start.elapsed());
+}

@@ -1,12 +1,13 @@
 //! SELECT, INSERT, UPDATE, DELETE, inline BATCH, TRUNCATE and USE.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use super::super::lexer::Tok;
 use super::super::permission::Permission;
 use super::super::resource::Resource;
 use super::super::statement::{Flags, Kind, Need, Statement};
-use super::{is_kw, on_table, table_resource, Fail, PResult, Parser};
+use super::{is_kw, on_table, table_resource, Fail, PResult, Parser, MAX_BATCH_NEEDS};
 
 /// Words that end a WHERE or IF clause: the next statement of a batch, or its end.
 const CLAUSE_END: &[&str] = &["insert", "update", "delete", "apply"];
@@ -278,7 +279,10 @@ pub fn batch<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
             "empty batch: no statement between BEGIN BATCH and APPLY BATCH".into(),
         ));
     }
-    let mut needs = Vec::with_capacity(st.children.len());
+    let mut needs: Vec<Need<'a>> = Vec::with_capacity(st.children.len());
+    // Large batches de-duplicate through a hash set, so the union stays linear.
+    let large = st.children.len() > 16;
+    let mut seen: HashSet<Need<'a>> = HashSet::new();
     let mut flags = st.flags;
     let mut same_ks = true;
     let mut same_table = true;
@@ -288,7 +292,17 @@ pub fn batch<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
         same_ks &= c.keyspace == first.keyspace;
         same_table &= same_ks && c.table == first.table;
         for n in &c.needs {
-            if !needs.contains(n) {
+            let new = if large {
+                seen.insert(n.clone())
+            } else {
+                !needs.contains(n)
+            };
+            if new {
+                if needs.len() >= MAX_BATCH_NEEDS {
+                    return Err(Fail(format!(
+                        "a batch needing more than {MAX_BATCH_NEEDS} distinct permissions"
+                    )));
+                }
                 needs.push(n.clone());
             }
         }

@@ -22,6 +22,13 @@ mod dml;
 /// Deepest bracket nesting accepted in an expression or type.
 pub const MAX_NESTING: u32 = 64;
 
+/// Most distinct user-defined functions one statement may call (keeps the de-duplication of
+/// needs cheap; a statement beyond it is unparsed).
+pub const MAX_CALLS: usize = 64;
+
+/// Most distinct needs of a batch (the union of its children's).
+pub const MAX_BATCH_NEEDS: usize = 4096;
+
 /// The reason given when a statement needs a keyspace and neither it nor the connection
 /// names one.
 pub const NO_KEYSPACE: &str =
@@ -415,6 +422,11 @@ impl<'a> Parser<'a> {
             Some("system") => return Ok(()),
             None if is_native(&name) => return Ok(()),
             _ => {}
+        }
+        if st.needs.len() >= MAX_CALLS {
+            return Err(Fail(format!(
+                "more than {MAX_CALLS} distinct functions called in one statement"
+            )));
         }
         let keyspace = self.keyspace_or_current(ks).map_err(|_| {
             Fail(format!(
