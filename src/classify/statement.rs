@@ -161,6 +161,8 @@ impl Kind {
     /// The operation type Cassandra's audit log records for this kind
     /// (`AuditLogEntryType`). As in Cassandra, INSERT is logged as `UPDATE`
     /// (both are an `UpdateStatement` there); [`Kind::Insert`] keeps them apart for policies.
+    /// USER statements are logged as the ROLE operations they are in Cassandra,
+    /// LIST SUPERUSERS as `LIST_ROLES`, ADD/DROP IDENTITY as `CREATE_IDENTITY`/`DROP_IDENTITY`.
     pub fn operation(self) -> Operation {
         use Operation as O;
         match self {
@@ -569,6 +571,36 @@ impl<'a> Statement<'a> {
 
     pub fn is_unparsed(&self) -> bool {
         self.kind == Kind::Unparsed
+    }
+
+    /// Copies borrowed names so the statement outlives its text (e.g. to cache it).
+    pub fn into_owned(self) -> Statement<'static> {
+        fn o(c: Option<Cow<'_, str>>) -> Option<Cow<'static, str>> {
+            c.map(|c| Cow::Owned(c.into_owned()))
+        }
+        Statement {
+            kind: self.kind,
+            category: self.category,
+            operation: self.operation,
+            needs: self
+                .needs
+                .into_iter()
+                .map(|n| Need {
+                    permission: n.permission,
+                    resource: n.resource.into_owned(),
+                })
+                .collect(),
+            keyspace: o(self.keyspace),
+            table: o(self.table),
+            role: o(self.role),
+            flags: self.flags,
+            children: self
+                .children
+                .into_iter()
+                .map(Statement::into_owned)
+                .collect(),
+            unparsed: self.unparsed,
+        }
     }
 
     /// Adds a need unless it is already there.

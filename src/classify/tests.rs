@@ -480,6 +480,16 @@ fn lexing_rules() {
 }
 
 #[test]
+fn into_owned_outlives_the_text() {
+    let owned = {
+        let text = String::from("BEGIN BATCH UPDATE t SET v = 1 WHERE k = 1 APPLY BATCH");
+        classify(&text, Some("demo")).into_owned()
+    };
+    assert_eq!(owned.needs[0].to_string(), "MODIFY <table demo.t>");
+    assert_eq!(owned.children[0].table.as_deref(), Some("t"));
+}
+
+#[test]
 fn borrows_when_it_can() {
     use std::borrow::Cow;
     let st = classify("SELECT * FROM users WHERE k = 1", Some("demo"));
