@@ -142,6 +142,28 @@ fn dollar(i: &str) -> IResult<&str, Tok<'_>> {
     Ok((i, Tok::Dollar(s)))
 }
 
+const SPACE: u8 = 1;
+const WORD: u8 = 2;
+
+/// Byte classes: whitespace (space, tab, LF, CR) and identifier characters
+/// (ASCII letters, digits, `_`).
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b' ' as usize] = SPACE;
+    t[b'\t' as usize] = SPACE;
+    t[b'\n' as usize] = SPACE;
+    t[b'\r' as usize] = SPACE;
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            t[c] = WORD;
+        }
+        c += 1;
+    }
+    t
+};
+
 /// An unquoted identifier: a letter, then letters, digits and `_` (ASCII, as in `Lexer.g`).
 fn ident(i: &str) -> IResult<&str, Tok<'_>> {
     let b = i.as_bytes();
@@ -153,7 +175,7 @@ fn ident(i: &str) -> IResult<&str, Tok<'_>> {
     }
     let n = b[1..]
         .iter()
-        .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+        .position(|c| CLASS[*c as usize] & WORD == 0)
         .map_or(b.len(), |p| p + 1);
     Ok((&i[n..], Tok::Ident(&i[..n])))
 }
@@ -282,7 +304,7 @@ impl<'a> Lexer<'a> {
             let b = rest.as_bytes();
             let ws = b
                 .iter()
-                .position(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+                .position(|c| CLASS[*c as usize] & SPACE == 0)
                 .unwrap_or(b.len());
             rest = &rest[ws..];
             let b = rest.as_bytes();

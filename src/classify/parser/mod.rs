@@ -347,8 +347,9 @@ impl<'a> Parser<'a> {
         let mut braces: u32 = 0;
         let mut count = 0usize;
         // The (possibly qualified) name just seen, and a name just followed by a dot.
-        let mut last: Option<(Option<Cow<'a, str>>, Cow<'a, str>)> = None;
-        let mut dotted: Option<Cow<'a, str>> = None;
+        // Raw tokens: names are resolved (folded, unescaped) only for a call.
+        let mut last: Option<(Option<Tok<'a>>, Tok<'a>)> = None;
+        let mut dotted: Option<Tok<'a>> = None;
         loop {
             let t = self.peek()?;
             match t {
@@ -370,7 +371,9 @@ impl<'a> Parser<'a> {
                 Tok::Sym("(") | Tok::Sym("[") | Tok::Sym("{") => {
                     if t == Tok::Sym("(") && calls {
                         if let Some((ks, name)) = last.take() {
-                            self.call(st, ks, name)?;
+                            if let Some(name) = lexer::name(name) {
+                                self.call(st, ks.and_then(lexer::name), name)?;
+                            }
                         }
                     }
                     if t == Tok::Sym("{") {
@@ -398,12 +401,10 @@ impl<'a> Parser<'a> {
                 Tok::Sym(":") if braces == 0 && is_name(self.peek()?) => {
                     st.flags |= Flags::BIND_MARKERS;
                 }
-                Tok::Ident(w) if is_reserved(w) && !w.eq_ignore_ascii_case("token") => {}
-                Tok::Ident(_) | Tok::Quoted(_) => {
-                    if let Some(n) = lexer::name(t) {
-                        keep = Some((dotted.take(), n));
-                    }
+                Tok::Ident(w) if calls && (!is_reserved(w) || w.eq_ignore_ascii_case("token")) => {
+                    keep = Some((dotted.take(), t))
                 }
+                Tok::Quoted(_) if calls => keep = Some((dotted.take(), t)),
                 _ => {}
             }
             last = keep;
