@@ -14,15 +14,39 @@ test: setup lint
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace
 	$(MAKE) test-debian-nginx
+	$(MAKE) fuzz-smoke
 
 setup:
 	scripts/setup
+
+# The module under its NGINX name, and the NGINX it was built against.
+build: setup
+	$(CARGO) build --release
+	cp target/release/libngx_stream_cql_module.so target/release/ngx_stream_cql_module.so
+	@echo "module: target/release/ngx_stream_cql_module.so"
 
 venv: setup
 
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Every fuzz target for a few seconds: they build and do not crash at once. Long runs:
+#   cd fuzz && cargo +nightly fuzz run TARGET -- -max_total_time=600
+FUZZ_TARGETS = envelope segment bodies classify
+FUZZ_SECONDS ?= 10
+fuzz-smoke:
+	mkdir -p target
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		log=../target/fuzz-smoke-$$t.log; \
+		cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) >$$log 2>&1 \
+			|| { tail -n 40 $$log; exit 1; }; \
+		echo "fuzz $$t: $$(grep -E '^Done [0-9]+ runs' $$log)"; \
+	done
+
+# Criterion benchmarks of the pure code (codec, classifier).
+bench:
+	$(CARGO) bench --bench codec --bench classify
 
 # Builds the module against Debian's packaged nginx (as the Dockerfile does), checks the
 # container's configuration, and runs the configuration and pass-through tests with

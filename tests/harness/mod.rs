@@ -32,27 +32,20 @@ pub fn repo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The NGINX binary built from the vendored source by this profile's build.
+/// The NGINX binary of the build the module was compiled against (see build.rs).
 pub fn nginx_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("CQL_NGINX_BIN") {
         return PathBuf::from(path);
     }
-    let build = profile_dir().join("build");
-    let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(&build)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", build.display()))
-        .filter_map(|entry| {
-            let path = entry.ok()?.path().join("out/objs/nginx");
-            let modified = fs::metadata(&path).ok()?.modified().ok()?;
-            Some((modified, path))
-        })
-        .collect();
-    candidates.sort();
-    candidates.pop().map(|(_, path)| path).unwrap_or_else(|| {
-        panic!(
-            "no NGINX binary under {}/nginx-sys-*/out/objs",
-            build.display()
-        )
-    })
+    let build_dir = option_env!("CQL_NGINX_BUILD_DIR")
+        .expect("build.rs reports the NGINX build folder; or set CQL_NGINX_BIN");
+    let path = PathBuf::from(build_dir).join("nginx");
+    assert!(
+        path.exists(),
+        "no NGINX binary at {}: with NGINX_BUILD_DIR set, build NGINX there or set CQL_NGINX_BIN",
+        path.display()
+    );
+    path
 }
 
 /// The module built by this profile.
