@@ -38,6 +38,14 @@
 //!   their union.
 //! - `unparsed`: for [`Kind::Unparsed`], a reason a person can read. The policy denies it.
 //!
+//! [`Statement::into_owned`] detaches a statement from its text (for caches).
+//! [`Resource::covers`] / [`Resource::parent`] give Cassandra's nesting (a grant on a parent
+//! covers its children), [`Resource::applicable_permissions`] what `GRANT ALL` means there;
+//! `Display` of [`Need`], [`Resource`] and [`Permission`] uses Cassandra's wording
+//! (`MODIFY <table demo.users>`), for denial messages like Cassandra's
+//! `User alice has no MODIFY permission on <table demo.users> or any of its parents`.
+//! An empty `BEGIN BATCH APPLY BATCH` is unparsed (it would need nothing).
+//!
 //! Names borrow from the text (and from the current keyspace) when they are already in their
 //! resolved form; only folding `Mixed_Case` names, unescaping `""`/`''`, and function
 //! signatures allocate. The `needs` vector is the one allocation of a typical statement.
@@ -75,7 +83,7 @@
 //! authorizes them too, so they need DESCRIBE, a proxy extension, on what they reveal:
 //! `<keyspace ks>` for USE and DESCRIBE KEYSPACE, `<table ks.t>` for DESCRIBE TABLE / VIEW,
 //! `<keyspace ks>` for DESCRIBE INDEX / TYPE, `<function ks.f>` for DESCRIBE FUNCTION /
-//! AGGREGATE, `<all keyspaces>` for DESCRIBE [FULL] SCHEMA / CLUSTER / KEYSPACES, the current
+//! AGGREGATE, `<all keyspaces>` for DESCRIBE (FULL) SCHEMA / CLUSTER / KEYSPACES, the current
 //! keyspace (or all) for DESCRIBE TABLES / TYPES / FUNCTIONS / AGGREGATES. A plain
 //! `DESCRIBE x` needs it on `<keyspace x>` and on `<table current.x>`. A policy may treat any
 //! grant on a data resource as including DESCRIBE of it.

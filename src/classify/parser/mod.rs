@@ -1,4 +1,4 @@
-//! A recursive-descent parser over the [`lexer`](super::lexer)'s tokens.
+//! A recursive-descent parser over the tokens of [`super::lexer`].
 //!
 //! The statement's head (the parts that name keyspaces, tables, functions, roles and decide
 //! the kind) is parsed exactly; expressions (selectors, WHERE clauses, values, table options)
