@@ -156,10 +156,12 @@ unsafe fn log(s: *mut ngx_stream_session_t, level: u32, why: &dyn core::fmt::Dis
 /// connection ends as soon as the client has been sent everything.
 unsafe fn flush_then_close(s: *mut ngx_stream_session_t, chain: *mut ngx_chain_t) -> ngx_int_t {
     consume(chain);
-    if next(s, null_mut(), 1) == NGX_ERROR as ngx_int_t {
+    let client = (*s).connection;
+    // Only ask the writer to flush when it holds something: an empty call is an error to it.
+    if (*client).buffered() != 0 && next(s, null_mut(), 1) == NGX_ERROR as ngx_int_t {
         return NGX_ERROR as ngx_int_t;
     }
-    if (*(*s).connection).buffered() != 0 {
+    if (*client).buffered() != 0 {
         // Still sending; NGINX calls the filter again when the client can take more.
         return NGX_OK as ngx_int_t;
     }
