@@ -37,8 +37,9 @@ pub fn nginx_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("CQL_NGINX_BIN") {
         return PathBuf::from(path);
     }
-    let build_dir = option_env!("CQL_NGINX_BUILD_DIR")
-        .expect("build.rs reports the NGINX build folder; or set CQL_NGINX_BIN");
+    let Some(build_dir) = option_env!("CQL_NGINX_BUILD_DIR") else {
+        panic!("build.rs did not report the NGINX build folder; set CQL_NGINX_BIN");
+    };
     let path = PathBuf::from(build_dir).join("nginx");
     assert!(
         path.exists(),
