@@ -10,10 +10,13 @@ run: setup
 	$(CARGO) build --release --workspace
 	scripts/run-demo
 
-# (No separate `cargo build --all-targets`: with a cdylib+rlib crate Cargo names the
-# library without a hash, and building it for panic=abort and for the unwinding test
-# harness in one invocation makes the two outputs collide. clippy checks every target.)
+# `cargo build` makes the module (.so) and the development server the integration tests
+# run; `cargo test` alone does not build the .so. Not `--all-targets`: with a cdylib+rlib
+# crate Cargo names the library without a hash, and building it for panic=abort and for
+# the unwinding test harness in one invocation makes the two outputs collide. clippy
+# checks every target.
 test: setup lint
+	$(CARGO) build --workspace
 	$(CARGO) test --workspace
 	$(MAKE) test-debian-nginx
 	$(MAKE) fuzz-smoke
