@@ -3,12 +3,16 @@
 //! This file only wires. The pure, NGINX-free parts live in their own folders:
 //! - [`codec`]: the CQL native protocol (envelopes, v5 segments, compression, messages);
 //! - [`classify`]: what a CQL statement does and which permissions it needs;
+//! - [`identity`]: who the client is (OIDC tokens, TLS client certificates);
+//! - [`policy`]: what an identity may do (roles, grants, guardrails);
 //! - [`session`]: the per-connection state machine that the NGINX filter feeds with bytes.
 //!
 //! Every `unsafe` NGINX call lives in [`nginx`].
 
 pub mod classify;
 pub mod codec;
+pub mod identity;
+pub mod policy;
 pub mod session;
 
 mod nginx;

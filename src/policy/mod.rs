@@ -1,0 +1,1 @@
+//! What an identity may do: a role-based policy per keyspace, table and operation.
