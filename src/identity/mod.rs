@@ -1,5 +1,28 @@
 //! Who the client is: OIDC tokens (JWT) and verified TLS client certificates, turned into the
 //! same kind of claims. Plain Rust, no NGINX types.
+//!
+//! - [`jwt`]: [`JwtValidator`] checks a token against the configured keys and rules;
+//! - [`cache`]: [`TokenCache`] remembers validated tokens until they expire;
+//! - [`certificate`]: [`identity_from_pem`] reads a client certificate NGINX verified.
+
+mod base64url;
+pub mod cache;
+pub mod certificate;
+mod claims;
+mod error;
+pub mod jwt;
+mod keys;
+
+#[cfg(test)]
+mod cache_tests;
+#[cfg(test)]
+mod jwt_tests;
+#[cfg(test)]
+mod test_keys;
+
+pub use cache::TokenCache;
+pub use certificate::identity_from_pem;
+pub use jwt::{JwtSettings, JwtValidator, TokenError};
 
 /// Where an identity came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
