@@ -10,6 +10,7 @@ use ngx::ffi::{
 };
 use ngx::ngx_conf_log_error;
 
+use super::settings::Settings;
 use crate::session::Limits;
 
 const UNSET_FLAG: ngx_flag_t = NGX_CONF_UNSET as ngx_flag_t;
@@ -26,6 +27,10 @@ const DEFAULT_MAX_HANDSHAKE_FRAME_SIZE: usize = 64 * 1024;
 /// Bounds of `cql_max_handshake_frame_size`.
 const MIN_MAX_HANDSHAKE_FRAME_SIZE: usize = 4 * 1024;
 const MAX_MAX_HANDSHAKE_FRAME_SIZE: usize = 1024 * 1024;
+/// `cql_max_auth_response_size` default: room for any real token.
+const DEFAULT_MAX_AUTH_RESPONSE_SIZE: usize = 16 * 1024;
+const MIN_MAX_AUTH_RESPONSE_SIZE: usize = 1024;
+const MAX_MAX_AUTH_RESPONSE_SIZE: usize = 64 * 1024;
 
 /// Configuration of one `stream` `server` (or the `stream` block's defaults).
 #[repr(C)]
@@ -36,6 +41,10 @@ pub struct SrvConf {
     pub max_frame_size: usize,
     /// `cql_max_handshake_frame_size size`
     pub max_handshake_frame_size: usize,
+    /// `cql_max_auth_response_size size`
+    pub max_auth_response_size: usize,
+    /// Everything else, in Rust: owned by the configuration's pool (dropped with it).
+    pub settings: *mut Settings,
 }
 
 impl SrvConf {
@@ -49,7 +58,14 @@ impl SrvConf {
             max_frame_size: u32::try_from(self.max_frame_size).unwrap_or(u32::MAX),
             max_handshake_frame_size: u32::try_from(self.max_handshake_frame_size)
                 .unwrap_or(u32::MAX),
+            max_auth_response_size: u32::try_from(self.max_auth_response_size).unwrap_or(u32::MAX),
         }
+    }
+
+    /// The Rust part of the configuration.
+    pub fn settings(&self) -> Option<&Settings> {
+        // SAFETY: created with the conf and dropped only with the configuration's pool.
+        unsafe { self.settings.as_ref() }
     }
 }
 
@@ -58,16 +74,22 @@ pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     if conf.is_null() {
         return null_mut();
     }
+    let settings = match Settings::create((*cf).pool) {
+        Some(settings) => settings,
+        None => return null_mut(),
+    };
     conf.write(SrvConf {
         enabled: UNSET_FLAG,
         max_frame_size: UNSET_SIZE,
         max_handshake_frame_size: UNSET_SIZE,
+        max_auth_response_size: UNSET_SIZE,
+        settings,
     });
     conf.cast()
 }
 
 pub unsafe extern "C" fn merge_srv_conf(
-    _cf: *mut ngx_conf_t,
+    cf: *mut ngx_conf_t,
     parent: *mut c_void,
     child: *mut c_void,
 ) -> *mut c_char {
@@ -86,7 +108,24 @@ pub unsafe extern "C" fn merge_srv_conf(
         UNSET_SIZE,
         DEFAULT_MAX_HANDSHAKE_FRAME_SIZE,
     );
-    NGX_CONF_OK
+    merge(
+        &mut conf.max_auth_response_size,
+        prev.max_auth_response_size,
+        UNSET_SIZE,
+        DEFAULT_MAX_AUTH_RESPONSE_SIZE,
+    );
+    let limits = conf.limits();
+    let (Some(parent), Some(settings)) = (prev.settings.as_ref(), conf.settings.as_mut()) else {
+        return NGX_CONF_ERROR;
+    };
+    settings.inherit(parent);
+    match settings.build(cf, limits, conf.enabled == 1) {
+        Ok(()) => NGX_CONF_OK,
+        Err(message) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", message);
+            NGX_CONF_ERROR
+        }
+    }
 }
 
 /// `ngx_conf_merge_*_value`: unset takes the parent's value, or the default.
@@ -123,6 +162,21 @@ pub unsafe extern "C" fn set_max_handshake_frame_size(
         conf,
         MIN_MAX_HANDSHAKE_FRAME_SIZE..=MAX_MAX_HANDSHAKE_FRAME_SIZE,
         "4k and 1m",
+    )
+}
+
+/// `cql_max_auth_response_size size;`: the cap on the AUTH_RESPONSE that carries a token.
+pub unsafe extern "C" fn set_max_auth_response_size(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    set_bounded_size(
+        cf,
+        cmd,
+        conf,
+        MIN_MAX_AUTH_RESPONSE_SIZE..=MAX_MAX_AUTH_RESPONSE_SIZE,
+        "1k and 64k",
     )
 }
 

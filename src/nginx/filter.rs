@@ -1,21 +1,27 @@
 //! The stream filter: hands every byte of both directions to the connection's
 //! [`Session`] and does what it answers.
 //!
-//! Buffers pass through untouched: the filter reads each buffer's bytes in place and
-//! forwards the very same chain, so nothing is copied. Special buffers (flush, last)
-//! and empty calls (`in == NULL`, when NGINX only wants the output flushed) pass on.
+//! Buffers the session lets pass go on untouched: the filter reads each buffer's bytes in
+//! place and forwards the very same buffers, so nothing is copied. A buffer the session
+//! took in ([`Action::Replace`]) is marked sent, and what the session gives instead goes
+//! out from buffers this filter owns until NGINX has sent them. Special buffers (flush,
+//! last) and empty calls (`in == NULL`, when NGINX only wants the output flushed) pass on.
 
 use core::ptr::{addr_of, addr_of_mut, null_mut};
 
+use std::collections::VecDeque;
+
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_buf_tag_t, ngx_chain_t, ngx_int_t, ngx_pnalloc, ngx_pool_cleanup_add,
-    ngx_stream_filter_pt, ngx_stream_session_t, ngx_stream_top_filter, ngx_uint_t, NGX_ERROR,
-    NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    ngx_alloc_chain_link, ngx_buf_t, ngx_buf_tag_t, ngx_cached_time, ngx_chain_t, ngx_int_t,
+    ngx_pnalloc, ngx_pool_cleanup_add, ngx_stream_filter_pt, ngx_stream_get_indexed_variable,
+    ngx_stream_session_t, ngx_stream_top_filter, ngx_uint_t, NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO,
+    NGX_OK,
 };
 use ngx::ngx_log_error;
 
 use super::config::SrvConf;
 use super::module::ctx_index;
+use crate::identity::Identity;
 use crate::session::{Action, Direction, Session};
 
 /// `ngx_calloc_buf`: a zeroed buffer header from the pool (a C macro in NGINX).
@@ -52,7 +58,22 @@ pub(super) struct Ctx {
     pub session: Session,
     /// A refusal was sent to the client: once it is flushed, the connection ends.
     closing: bool,
+    /// Bytes of the proxy's own that NGINX is still sending, oldest first: toward the
+    /// server, toward the client.
+    inflight: [VecDeque<Inflight>; 2],
+    /// Emptied buffers, reused for the next output.
+    spare: Vec<Vec<u8>>,
 }
+
+/// A buffer handed to NGINX: the header and the bytes it points at live until sent.
+struct Inflight {
+    buf: Box<ngx_buf_t>,
+    _data: Vec<u8>,
+}
+
+/// How many emptied buffers a connection keeps for reuse, and up to which size.
+const SPARE_BUFFERS: usize = 4;
+const SPARE_CAPACITY: usize = 64 * 1024;
 
 /// The state of a connection, if one was created.
 pub(super) unsafe fn ctx<'a>(s: *mut ngx_stream_session_t) -> Option<&'a mut Ctx> {
@@ -63,13 +84,25 @@ pub(super) unsafe fn ctx<'a>(s: *mut ngx_stream_session_t) -> Option<&'a mut Ctx
 /// Creates the connection's state; it is dropped with the connection's pool.
 unsafe fn create_ctx<'a>(s: *mut ngx_stream_session_t, conf: &SrvConf) -> Option<&'a mut Ctx> {
     let pool = (*(*s).connection).pool;
+    let session = match conf.settings().and_then(|settings| settings.built.as_ref()) {
+        Some(built) => {
+            let certificate = match built.certificate_variables {
+                Some((verify, cert)) => client_certificate(s, verify, cert),
+                None => None,
+            };
+            Session::new(built.config.clone(), built.shared.clone(), certificate)
+        }
+        None => Session::watching(conf.limits()),
+    };
     let cleanup = ngx_pool_cleanup_add(pool, 0);
     if cleanup.is_null() {
         return None;
     }
     let ctx = Box::into_raw(Box::new(Ctx {
-        session: Session::new(conf.limits()),
+        session,
         closing: false,
+        inflight: [VecDeque::new(), VecDeque::new()],
+        spare: Vec::new(),
     }));
     (*cleanup).handler = Some(drop_ctx);
     (*cleanup).data = ctx.cast();
@@ -79,6 +112,50 @@ unsafe fn create_ctx<'a>(s: *mut ngx_stream_session_t, conf: &SrvConf) -> Option
 
 unsafe extern "C" fn drop_ctx(data: *mut core::ffi::c_void) {
     drop(Box::from_raw(data as *mut Ctx));
+}
+
+/// The identity of the client certificate NGINX verified (`$ssl_client_verify` is
+/// `SUCCESS`), read from `$ssl_client_raw_cert`.
+unsafe fn client_certificate(
+    s: *mut ngx_stream_session_t,
+    verify: ngx_int_t,
+    cert: ngx_int_t,
+) -> Option<Identity> {
+    let verified = variable(s, verify)?;
+    if verified != b"SUCCESS" {
+        return None;
+    }
+    let pem = core::str::from_utf8(variable(s, cert)?).ok()?;
+    match crate::identity::identity_from_pem(pem) {
+        Ok(identity) => Some(identity),
+        Err(reason) => {
+            let log = (*(*s).connection).log;
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "cql: cannot read the client certificate: {}",
+                reason
+            );
+            None
+        }
+    }
+}
+
+unsafe fn variable<'a>(s: *mut ngx_stream_session_t, index: ngx_int_t) -> Option<&'a [u8]> {
+    let v = ngx_stream_get_indexed_variable(s, index as ngx_uint_t);
+    if v.is_null() || (*v).not_found() != 0 || (*v).data.is_null() {
+        return None;
+    }
+    Some(core::slice::from_raw_parts((*v).data, (*v).len() as usize))
+}
+
+/// The current time, from NGINX's cached clock.
+unsafe fn now() -> u64 {
+    let t = *addr_of!(ngx_cached_time);
+    if t.is_null() {
+        return 0;
+    }
+    u64::try_from((*t).sec).unwrap_or(0)
 }
 
 unsafe extern "C" fn cql_filter(
@@ -97,6 +174,7 @@ unsafe extern "C" fn cql_filter(
             None => return NGX_ERROR as ngx_int_t,
         },
     };
+    ctx.reclaim();
     if ctx.closing {
         return flush_then_close(s, chain);
     }
@@ -105,10 +183,15 @@ unsafe extern "C" fn cql_filter(
     } else {
         Direction::ClientToServer
     };
+    let now = now();
 
+    // Links whose bytes go on as they came are forwarded in runs; a link the session
+    // replaced is marked sent and its replacement goes in its place.
+    let mut run = chain;
+    let mut prev: *mut ngx_chain_t = null_mut();
     let mut cl = chain;
-    while let Some(link) = cl.as_ref() {
-        if let Some(buf) = link.buf.as_ref() {
+    while let Some(link) = cl.as_mut() {
+        if let Some(buf) = link.buf.as_mut() {
             if buf.in_file() != 0 {
                 // The stream proxy only hands memory buffers; anything else cannot be inspected.
                 return close(s, &"cannot inspect a file buffer");
@@ -116,8 +199,18 @@ unsafe extern "C" fn cql_filter(
             if !buf.pos.is_null() && buf.pos < buf.last {
                 let len = buf.last.offset_from(buf.pos) as usize;
                 let bytes = core::slice::from_raw_parts(buf.pos, len);
-                match ctx.session.feed(direction, bytes) {
+                match ctx.session.feed(direction, bytes, now) {
                     Action::Forward => {}
+                    Action::Replace => {
+                        if run != cl
+                            && forward_run(s, run, prev, cl, from_upstream)
+                                == NGX_ERROR as ngx_int_t
+                        {
+                            return NGX_ERROR as ngx_int_t;
+                        }
+                        buf.pos = buf.last;
+                        run = link.next;
+                    }
                     Action::Close(violation) => return close(s, &violation),
                     Action::Refuse { reply, violation } => {
                         let level = if violation.is_version_probe() {
@@ -133,12 +226,95 @@ unsafe extern "C" fn cql_filter(
                         return flush_then_close(s, chain);
                     }
                 }
+                // Replacements and the proxy's own messages, in both directions.
+                for flow in [Direction::ClientToServer, Direction::ServerToClient] {
+                    if ctx.session.has_output(flow)
+                        && ctx.send_output(s, flow) == NGX_ERROR as ngx_int_t
+                    {
+                        return NGX_ERROR as ngx_int_t;
+                    }
+                }
             }
         }
+        prev = cl;
         cl = link.next;
     }
 
-    next(s, chain, from_upstream)
+    if run.is_null() {
+        return NGX_OK as ngx_int_t;
+    }
+    next(s, run, from_upstream)
+}
+
+/// Forwards the links from `run` up to (not including) `stop`, `last` being the one before
+/// `stop`. The chain is cut for the call and mended after: the next filters copy the links
+/// they keep, and the proxy walks the whole chain afterwards.
+unsafe fn forward_run(
+    s: *mut ngx_stream_session_t,
+    run: *mut ngx_chain_t,
+    last: *mut ngx_chain_t,
+    stop: *mut ngx_chain_t,
+    from_upstream: ngx_uint_t,
+) -> ngx_int_t {
+    if last.is_null() {
+        return NGX_OK as ngx_int_t;
+    }
+    (*last).next = null_mut();
+    let rc = next(s, run, from_upstream);
+    (*last).next = stop;
+    rc
+}
+
+impl Ctx {
+    /// Releases the buffers NGINX has finished sending (it sends each direction in order).
+    fn reclaim(&mut self) {
+        for queue in &mut self.inflight {
+            while let Some(front) = queue.front() {
+                if front.buf.pos < front.buf.last {
+                    break;
+                }
+                if let Some(done) = queue.pop_front() {
+                    let mut data = done._data;
+                    if self.spare.len() < SPARE_BUFFERS && data.capacity() <= SPARE_CAPACITY {
+                        data.clear();
+                        self.spare.push(data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands the session's output toward one peer to NGINX; the bytes stay alive here
+    /// until they are sent.
+    unsafe fn send_output(&mut self, s: *mut ngx_stream_session_t, flow: Direction) -> ngx_int_t {
+        let spare = self.spare.pop().unwrap_or_default();
+        let mut data = self.session.take_output(flow, spare);
+        if data.is_empty() {
+            self.spare.push(data);
+            return NGX_OK as ngx_int_t;
+        }
+        let mut buf: Box<ngx_buf_t> = Box::new(core::mem::zeroed());
+        let start = data.as_mut_ptr();
+        buf.start = start;
+        buf.pos = start;
+        buf.last = start.add(data.len());
+        buf.end = buf.last;
+        buf.set_temporary(1);
+        buf.set_flush(1);
+        buf.tag = addr_of!(super::module::ngx_stream_cql_module) as ngx_buf_tag_t;
+        let mut link = ngx_chain_t {
+            buf: &mut *buf,
+            next: null_mut(),
+        };
+        let (queue, up) = match flow {
+            Direction::ClientToServer => (0, 0),
+            Direction::ServerToClient => (1, 1),
+        };
+        self.inflight[queue].push_back(Inflight { buf, _data: data });
+        let rc = next(s, &mut link, up);
+        self.reclaim();
+        rc
+    }
 }
 
 /// Ends the connection with an error-log line saying why.

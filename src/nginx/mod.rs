@@ -1,7 +1,8 @@
 //! All `unsafe` NGINX glue lives in this folder, and only here.
 //!
 //! - [`module`]: the `ngx_module_t`, its stream context and the directive table;
-//! - [`config`]: the per-server configuration and the directive handlers;
+//! - [`config`]: the per-server configuration, merging and the size directives;
+//! - [`settings`]: the identity and policy directives, checked when the configuration loads;
 //! - [`filter`]: the stream filter that feeds a [`crate::session::Session`] with bytes;
 //! - [`variables`]: the `$cql_*` stream variables;
 //!
@@ -10,4 +11,5 @@
 mod config;
 mod filter;
 pub mod module;
+mod settings;
 mod variables;

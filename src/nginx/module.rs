@@ -3,13 +3,14 @@
 use core::ptr::{addr_of, addr_of_mut, null_mut};
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_t, ngx_int_t, ngx_module_t,
-    ngx_stream_module_t, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_STREAM_MAIN_CONF, NGX_STREAM_MODULE,
-    NGX_STREAM_SRV_CONF, NGX_STREAM_SRV_CONF_OFFSET,
+    ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_t, ngx_int_t, ngx_module_t, ngx_str_t,
+    ngx_stream_module_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE2,
+    NGX_STREAM_MAIN_CONF, NGX_STREAM_MODULE, NGX_STREAM_SRV_CONF, NGX_STREAM_SRV_CONF_OFFSET,
 };
 use ngx::ngx_string;
 
 use super::config::{self, SrvConf};
+use super::settings;
 use super::{filter, variables};
 
 static mut CTX: ngx_stream_module_t = ngx_stream_module_t {
@@ -24,7 +25,7 @@ static mut CTX: ngx_stream_module_t = ngx_stream_module_t {
 /// Context of a directive: `stream` and `server` blocks.
 const STREAM_AND_SERVER: u32 = NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF;
 
-static mut COMMANDS: [ngx_command_t; 4] = [
+static mut COMMANDS: [ngx_command_t; 20] = [
     ngx_command_t {
         name: ngx_string!("cql"),
         type_: (STREAM_AND_SERVER | NGX_CONF_FLAG) as _,
@@ -49,8 +50,43 @@ static mut COMMANDS: [ngx_command_t; 4] = [
         offset: core::mem::offset_of!(SrvConf, max_handshake_frame_size),
         post: null_mut(),
     },
+    ngx_command_t {
+        name: ngx_string!("cql_max_auth_response_size"),
+        type_: (STREAM_AND_SERVER | NGX_CONF_TAKE1) as _,
+        set: Some(config::set_max_auth_response_size),
+        conf: NGX_STREAM_SRV_CONF_OFFSET,
+        offset: core::mem::offset_of!(SrvConf, max_auth_response_size),
+        post: null_mut(),
+    },
+    setting(ngx_string!("cql_auth"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_jwt_keys"), NGX_CONF_1MORE),
+    setting(ngx_string!("cql_jwt_secret"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_jwt_algorithms"), NGX_CONF_1MORE),
+    setting(ngx_string!("cql_jwt_issuer"), NGX_CONF_1MORE),
+    setting(ngx_string!("cql_jwt_audience"), NGX_CONF_1MORE),
+    setting(ngx_string!("cql_jwt_leeway"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_jwt_require_claims"), NGX_CONF_1MORE),
+    setting(ngx_string!("cql_jwt_claim_principal"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_jwt_claim_roles"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_token_cache"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_decision_cache"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_prepared_cache"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_upstream_auth"), NGX_CONF_TAKE2),
+    setting(ngx_string!("cql_policy"), NGX_CONF_TAKE1),
     ngx_command_t::empty(),
 ];
+
+/// A directive kept in the Rust settings, handled by [`settings::set_directive`].
+const fn setting(name: ngx_str_t, args: u32) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: (STREAM_AND_SERVER | args) as _,
+        set: Some(settings::set_directive),
+        conf: NGX_STREAM_SRV_CONF_OFFSET,
+        offset: 0,
+        post: null_mut(),
+    }
+}
 
 /// The module NGINX loads. Its name is the file name's stem, as NGINX expects.
 #[no_mangle]

@@ -4,35 +4,51 @@
 //! chunks NGINX hands over, and does what each call answers ([`Action`]). The session
 //! follows the CQL framing of both directions with one [`FrameReader`] each: it learns
 //! the protocol version from the first frame, the negotiated compression from STARTUP,
-//! switches both directions to v5 segment framing when the server answers STARTUP with
-//! READY or AUTHENTICATE, and counts frames and segments per direction and opcode.
+//! switches to v5 segment framing when a peer is sent READY or AUTHENTICATE, and counts
+//! frames and segments per direction and opcode.
+//!
+//! # Pass-through and rewriting
+//!
+//! Without `cql_auth` the session only watches: every chunk is forwarded as it came
+//! ([`Action::Forward`]). With it, the session is the gate:
+//!
+//! * Client bytes are held until the request they carry is whole and decided, then copied
+//!   to the output toward the server ([`Action::Replace`]); a denied request is not
+//!   forwarded and the client gets an ERROR on the same stream id. In v5 a segment is held
+//!   until its CRC32 verified, and a segment that loses an envelope is re-framed.
+//! * During the handshake the server's answers are held too, because the proxy answers
+//!   the client itself (AUTHENTICATE, AUTH_SUCCESS, READY) and logs in to Cassandra with
+//!   service credentials ([`handshake`]).
+//! * Afterwards server bytes are forwarded as they came, read in place; only the few
+//!   responses a decision depends on (RESULT Prepared, Set_keyspace) are decoded. A reply of
+//!   the proxy's own waits until the server's stream toward the client is between frames
+//!   (between segments in v5), so it never lands inside a response.
+//!
+//! What goes out is taken with [`Session::take_output`] after every call.
 
+mod config;
 mod counters;
+mod handshake;
+mod prepared;
+mod requests;
+mod unit;
 
+pub use config::{AuthMode, Capacities, Config, Limits, Shared, UpstreamLogin};
 pub use counters::{Counters, DirectionCounters};
+pub use prepared::{Prepared, PreparedRegistry};
 
+use core::cell::RefCell;
 use core::fmt;
+use std::rc::Rc;
 
+use crate::codec::messages::{codes, strip_prefixes, ResultBody};
 pub use crate::codec::Direction;
-use crate::codec::{encode, CodecError, Compression, Event, FrameReader, Header, Opcode};
+use crate::codec::{encode, CodecError, Compression, Event, FrameReader, Framing, Header, Opcode};
+use crate::identity::Identity;
+use crate::policy::RoleSet;
 
-/// Explicit limits of a session; all configurable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest frame body accepted once the connection is past its handshake.
-    pub max_frame_size: u32,
-    /// Largest frame body accepted before that (OPTIONS, STARTUP, authentication).
-    pub max_handshake_frame_size: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_frame_size: 16 * 1024 * 1024,
-            max_handshake_frame_size: 64 * 1024,
-        }
-    }
-}
+use handshake::AuthState;
+use unit::Unit;
 
 /// What the filter must do with the bytes it just fed.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,8 +56,12 @@ impl Default for Limits {
 pub enum Action {
     /// Pass them on, unchanged.
     Forward,
+    /// They were taken in: what goes on toward the peer instead (possibly nothing yet) is in
+    /// [`Session::take_output`].
+    Replace,
     /// Drop them, send `reply` to the client, then end the connection: the answer to a
-    /// protocol version the proxy does not speak, so that drivers step down.
+    /// protocol version the proxy does not speak, so that drivers step down, or to a
+    /// message the connection's state does not allow.
     Refuse {
         reply: Vec<u8>,
         violation: Violation,
@@ -51,23 +71,45 @@ pub enum Action {
 }
 
 /// Why a connection is ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
     /// Which peer sent the offending bytes.
     pub from: Direction,
-    pub error: CodecError,
+    pub fault: Fault,
+}
+
+/// What was wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The bytes are not a valid CQL stream.
+    Codec(CodecError),
+    /// A message the connection's state does not allow, e.g. QUERY before authentication.
+    Unexpected { opcode: Opcode, state: &'static str },
+    /// An AUTH_RESPONSE above the configured cap.
+    AuthResponseTooLarge { length: u32, max: u32 },
+    /// The upstream asks for something the proxy cannot give.
+    Upstream(&'static str),
+    /// The client does not present what `cql_auth` requires.
+    Identity(&'static str),
 }
 
 impl Violation {
+    fn codec(from: Direction, error: CodecError) -> Self {
+        Violation {
+            from,
+            fault: Fault::Codec(error),
+        }
+    }
+
     /// Whether this is a client probing for a protocol version, as drivers do when they
     /// negotiate (v1, v2, v6 or the DSE versions 0x41 and 0x42), rather than a stream that
     /// is not CQL at all.
     pub fn is_version_probe(&self) -> bool {
         matches!(
-            self.error,
-            CodecError::UnsupportedVersion {
+            self.fault,
+            Fault::Codec(CodecError::UnsupportedVersion {
                 version: 1 | 2 | 6 | 0x41 | 0x42
-            }
+            })
         )
     }
 }
@@ -78,47 +120,117 @@ impl fmt::Display for Violation {
             Direction::ClientToServer => "client",
             Direction::ServerToClient => "upstream",
         };
-        match self.error {
-            CodecError::UnsupportedVersion { version } => write!(
+        match &self.fault {
+            Fault::Codec(CodecError::UnsupportedVersion { version }) => write!(
                 f,
                 "{peer} sent protocol version {version}, which is not CQL v3, v4 or v5"
             ),
-            error => write!(f, "{peer} sent an invalid CQL stream: {error}"),
+            Fault::Codec(error) => write!(f, "{peer} sent an invalid CQL stream: {error}"),
+            Fault::Unexpected { opcode, state } => {
+                write!(f, "{peer} sent {} {state}", opcode.name())
+            }
+            Fault::AuthResponseTooLarge { length, max } => write!(
+                f,
+                "{peer} sent an AUTH_RESPONSE of {length} bytes, above the limit of {max}"
+            ),
+            Fault::Upstream(what) | Fault::Identity(what) => write!(f, "{what}"),
         }
     }
 }
 
-/// Where the connection is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Before the server has answered STARTUP.
-    Handshake,
-    /// After READY or AUTHENTICATE.
-    Established,
+/// A request waiting for its response, by stream id.
+enum Pending {
+    /// A PREPARE: its RESULT Prepared names the id of this statement.
+    Prepare(Rc<Prepared>),
+    /// A USE: its RESULT Set_keyspace changes the connection's keyspace.
+    Use,
 }
 
 /// The state of one proxied CQL connection.
 pub struct Session {
-    limits: Limits,
+    config: Rc<Config>,
+    shared: Rc<RefCell<Shared>>,
     client: FrameReader,
     server: FrameReader,
-    phase: Phase,
     version: Option<u8>,
     /// Compression the client asked for in STARTUP.
     compression: Compression,
+    /// The server answered STARTUP (READY or AUTHENTICATE).
+    server_started: bool,
+    /// The client was sent READY or AUTHENTICATE: in v5, segments from now on.
+    client_started: bool,
     counters: Counters,
+
+    auth: AuthState,
+    /// The verified TLS client certificate's identity, if NGINX verified one.
+    certificate: Option<Identity>,
+    identity: Option<Identity>,
+    roles: Option<RoleSet>,
+    /// The keyspace of the connection, from the last RESULT Set_keyspace.
+    keyspace: Option<String>,
+    pending: Vec<(i16, Pending)>,
+
+    /// Bytes toward the server, replacing client bytes, and the proxy's own requests.
+    to_server: Vec<u8>,
+    /// Bytes toward the client: replaced server bytes, and the proxy's own answers.
+    to_client: Vec<u8>,
+    /// The proxy's answers waiting for the server's stream to reach a frame boundary.
+    deferred: Vec<u8>,
+    client_unit: Unit,
+    server_unit: Unit,
+    /// The body of the frame being decided (copied: the reader's buffer is reused).
+    scratch: Vec<u8>,
 }
 
 impl Session {
-    pub fn new(limits: Limits) -> Self {
-        Session {
+    /// A session that only watches (no `cql_auth`), with default caches.
+    pub fn watching(limits: Limits) -> Self {
+        let config = Config {
             limits,
+            ..Config::default()
+        };
+        Session::new(
+            Rc::new(config),
+            Rc::new(RefCell::new(Shared::new(Capacities::default()))),
+            None,
+        )
+    }
+
+    /// A session of a server configured with `config`. `certificate` is the identity of the
+    /// TLS client certificate NGINX verified, if any.
+    pub fn new(
+        config: Rc<Config>,
+        shared: Rc<RefCell<Shared>>,
+        certificate: Option<Identity>,
+    ) -> Self {
+        let limits = config.limits;
+        let auth = if config.auth == AuthMode::Off {
+            AuthState::PassThrough
+        } else {
+            AuthState::Startup
+        };
+        Session {
+            config,
+            shared,
             client: FrameReader::new(Direction::ClientToServer, limits.max_handshake_frame_size),
             server: FrameReader::new(Direction::ServerToClient, limits.max_handshake_frame_size),
-            phase: Phase::Handshake,
             version: None,
             compression: Compression::None,
+            server_started: false,
+            client_started: false,
             counters: Counters::default(),
+            auth,
+            certificate,
+            identity: None,
+            roles: None,
+            keyspace: None,
+            pending: Vec::new(),
+            to_server: Vec::new(),
+            to_client: Vec::new(),
+            deferred: Vec::new(),
+            client_unit: Unit::default(),
+            server_unit: Unit::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -131,32 +243,190 @@ impl Session {
         &self.counters
     }
 
-    /// Reads bytes that arrived from one peer and says what to do with them.
-    pub fn feed(&mut self, from: Direction, mut input: &[u8]) -> Action {
+    /// The authenticated identity, once the handshake succeeded.
+    pub fn identity(&self) -> Option<&Identity> {
+        match self.auth {
+            AuthState::Authenticated => self.identity.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The connection's current keyspace.
+    pub fn keyspace(&self) -> Option<&str> {
+        self.keyspace.as_deref()
+    }
+
+    /// Takes the bytes waiting to go on in `flow` (toward the server for
+    /// [`Direction::ClientToServer`]), leaving `spare` (emptied) in their place, so buffers
+    /// are reused rather than allocated per call.
+    pub fn take_output(&mut self, flow: Direction, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        let out = match flow {
+            Direction::ClientToServer => &mut self.to_server,
+            Direction::ServerToClient => &mut self.to_client,
+        };
+        core::mem::replace(out, spare)
+    }
+
+    /// Whether bytes wait to go on in `flow`.
+    pub fn has_output(&self, flow: Direction) -> bool {
+        match flow {
+            Direction::ClientToServer => !self.to_server.is_empty(),
+            Direction::ServerToClient => !self.to_client.is_empty(),
+        }
+    }
+
+    /// Reads bytes that arrived from one peer and says what to do with them. `now` is the
+    /// current Unix time in seconds (token expiry).
+    pub fn feed(&mut self, from: Direction, input: &[u8], now: u64) -> Action {
+        if self.auth == AuthState::PassThrough {
+            return self.feed_watching(from, input);
+        }
+        match from {
+            Direction::ClientToServer => self.feed_held(from, input, now),
+            Direction::ServerToClient
+                if self.auth.holds_server() || !self.server_unit.is_empty() =>
+            {
+                self.feed_held(from, input, now)
+            }
+            Direction::ServerToClient if !self.deferred.is_empty() => self.feed_interleaving(input),
+            Direction::ServerToClient => self.feed_watching(from, input),
+        }
+    }
+
+    /// Follows the framing without changing anything: every chunk goes on as it came.
+    fn feed_watching(&mut self, from: Direction, mut input: &[u8]) -> Action {
         loop {
             let reader = match from {
                 Direction::ClientToServer => &mut self.client,
                 Direction::ServerToClient => &mut self.server,
             };
             let (used, step) = match reader.next(input) {
-                Ok((used, event)) => (used, Step::of(&event)),
-                Err(error) => return self.refuse(Violation { from, error }),
+                Ok((used, event)) => (used, Step::of(event, &mut self.scratch)),
+                Err(error) => return self.refuse(Violation::codec(from, error)),
             };
             input = input.get(used..).unwrap_or_default();
             match step {
                 Step::NeedMore => return Action::Forward,
-                Step::Header(header) => self.on_header(from, &header),
-                Step::Frame(header, compression) => self.on_frame(from, &header, compression),
+                Step::Header(header) => self.on_header(from, &header, false),
+                Step::Frame(header, captured) => {
+                    self.counters.of_mut(from).count(header.opcode);
+                    self.on_watched_frame(from, &header, captured);
+                }
                 Step::Segment => self.counters.of_mut(from).segments += 1,
             }
+        }
+    }
+
+    /// Server bytes after the handshake while answers of the proxy's own wait: the bytes
+    /// are copied through, and the waiting answers inserted at the first frame boundary.
+    fn feed_interleaving(&mut self, mut input: &[u8]) -> Action {
+        let from = Direction::ServerToClient;
+        loop {
+            if self.server.at_boundary() && !self.deferred.is_empty() {
+                self.to_client.append(&mut self.deferred);
+            }
+            let (used, step) = match self.server.next(input) {
+                Ok((used, event)) => (used, Step::of(event, &mut self.scratch)),
+                Err(error) => return Action::Close(Violation::codec(from, error)),
+            };
+            self.to_client
+                .extend_from_slice(input.get(..used).unwrap_or_default());
+            input = input.get(used..).unwrap_or_default();
+            match step {
+                Step::NeedMore => return Action::Replace,
+                Step::Header(header) => self.on_header(from, &header, false),
+                Step::Frame(header, captured) => {
+                    self.counters.of_mut(from).count(header.opcode);
+                    self.on_watched_frame(from, &header, captured);
+                }
+                Step::Segment => self.counters.of_mut(from).segments += 1,
+            }
+        }
+    }
+
+    /// Holds the bytes of each frame (each run of segments in v5) until it is whole and
+    /// decided, then copies it on, drops it, or re-frames its segment without it.
+    fn feed_held(&mut self, from: Direction, mut input: &[u8], now: u64) -> Action {
+        loop {
+            let reader = match from {
+                Direction::ClientToServer => &mut self.client,
+                Direction::ServerToClient => &mut self.server,
+            };
+            let (used, step) = match reader.next(input) {
+                Ok((used, event)) => (used, Step::of(event, &mut self.scratch)),
+                Err(error) => return self.refuse(Violation::codec(from, error)),
+            };
+            let unit = match from {
+                Direction::ClientToServer => &mut self.client_unit,
+                Direction::ServerToClient => &mut self.server_unit,
+            };
+            unit.hold(input.get(..used).unwrap_or_default());
+            input = input.get(used..).unwrap_or_default();
+            match step {
+                Step::NeedMore => return Action::Replace,
+                Step::Header(header) => {
+                    if let Err(refusal) = self.check_header(from, &header) {
+                        return refusal;
+                    }
+                    self.on_header(from, &header, true);
+                }
+                Step::Frame(header, _) => {
+                    self.counters.of_mut(from).count(header.opcode);
+                    let body = core::mem::take(&mut self.scratch);
+                    let kept = match from {
+                        Direction::ClientToServer => self.on_request(&header, &body, now),
+                        Direction::ServerToClient => self.on_held_response(&header, &body),
+                    };
+                    let in_segments = self.reader(from).in_segments();
+                    let (unit, out) = self.unit_and_output(from);
+                    match kept {
+                        Ok(keep) => unit.frame_done(&header, &body, keep, in_segments, out),
+                        Err(refusal) => {
+                            self.scratch = body;
+                            return refusal;
+                        }
+                    }
+                    self.scratch = body;
+                    self.after_frame(from, &header);
+                }
+                Step::Segment => {
+                    self.counters.of_mut(from).segments += 1;
+                    if self.reader(from).at_boundary() {
+                        let lz4 = self.compression == Compression::Lz4;
+                        let (unit, out) = self.unit_and_output(from);
+                        unit.run_done(lz4, out);
+                    }
+                }
+            }
+            if from == Direction::ServerToClient
+                && self.server_unit.is_empty()
+                && self.server.at_boundary()
+            {
+                self.to_client.append(&mut self.deferred);
+            }
+        }
+    }
+
+    fn reader(&self, from: Direction) -> &FrameReader {
+        match from {
+            Direction::ClientToServer => &self.client,
+            Direction::ServerToClient => &self.server,
+        }
+    }
+
+    fn unit_and_output(&mut self, from: Direction) -> (&mut Unit, &mut Vec<u8>) {
+        match from {
+            Direction::ClientToServer => (&mut self.client_unit, &mut self.to_server),
+            Direction::ServerToClient => (&mut self.server_unit, &mut self.to_client),
         }
     }
 
     /// A client's first frame in a version the proxy does not speak is answered as
     /// Cassandra does: ERROR 0x000A on stream 0 naming the supported versions.
     fn refuse(&self, violation: Violation) -> Action {
-        match violation.error {
-            CodecError::UnsupportedVersion { version }
+        match violation.fault {
+            Fault::Codec(CodecError::UnsupportedVersion { version })
                 if violation.from == Direction::ClientToServer && self.version.is_none() =>
             {
                 let mut reply = Vec::new();
@@ -167,69 +437,238 @@ impl Session {
         }
     }
 
-    fn on_header(&mut self, from: Direction, header: &Header) {
-        if self.version.is_none() {
-            self.version = Some(header.version);
-        }
-        // STARTUP names the compression both directions use afterwards.
-        if from == Direction::ClientToServer && header.opcode == Opcode::Startup {
-            self.client.capture_body();
+    /// Refuses a client message with a protocol error on its stream, then ends the connection.
+    fn refuse_message(&mut self, stream: i16, code: i32, message: &str, fault: Fault) -> Action {
+        let mut reply = core::mem::take(&mut self.to_client);
+        self.client_framing()
+            .write_error(stream, code, message, &mut reply);
+        Action::Refuse {
+            reply,
+            violation: Violation {
+                from: Direction::ClientToServer,
+                fault,
+            },
         }
     }
 
-    fn on_frame(&mut self, from: Direction, header: &Header, startup: Option<Compression>) {
-        self.counters.of_mut(from).count(header.opcode);
-        if let Some(compression) = startup {
-            self.compression = compression;
-            if header.version < 5 {
-                self.client.set_compression(compression);
-                self.server.set_compression(compression);
+    /// Checks a header before its body is read: what the handshake allows, and the cap on
+    /// AUTH_RESPONSE.
+    fn check_header(&mut self, from: Direction, header: &Header) -> Result<(), Action> {
+        if from != Direction::ClientToServer {
+            return Ok(());
+        }
+        if let Some(state) = self.auth.refuses(header.opcode) {
+            let message = format!("Unexpected message {} {state}", header.opcode.name());
+            return Err(self.refuse_message(
+                header.stream,
+                codes::PROTOCOL_ERROR,
+                &message,
+                Fault::Unexpected {
+                    opcode: header.opcode,
+                    state,
+                },
+            ));
+        }
+        let max = self.config.limits.max_auth_response_size;
+        if header.opcode == Opcode::AuthResponse && header.length > max {
+            return Err(self.refuse_message(
+                header.stream,
+                codes::PROTOCOL_ERROR,
+                "AUTH_RESPONSE too large",
+                Fault::AuthResponseTooLarge {
+                    length: header.length,
+                    max,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Learns the version, and asks for the bodies the session reads: STARTUP (compression),
+    /// every request and handshake answer while holding, and responses to pending requests.
+    fn on_header(&mut self, from: Direction, header: &Header, holding: bool) {
+        if self.version.is_none() {
+            self.version = Some(header.version);
+        }
+        let capture = match from {
+            Direction::ClientToServer => {
+                header.opcode == Opcode::Startup
+                    || (holding
+                        && (self.client.in_segments() || self.needs_request_body(header.opcode)))
+            }
+            Direction::ServerToClient => {
+                (holding && (self.server.in_segments() || header.length <= 64 * 1024))
+                    || (header.opcode == Opcode::Result && self.is_pending(header.stream))
+            }
+        };
+        if capture {
+            match from {
+                Direction::ClientToServer => self.client.capture_body(),
+                Direction::ServerToClient => self.server.capture_body(),
             }
         }
+    }
+
+    /// A whole frame seen while only watching.
+    fn on_watched_frame(&mut self, from: Direction, header: &Header, captured: bool) {
+        if from == Direction::ClientToServer && header.opcode == Opcode::Startup && captured {
+            let body = core::mem::take(&mut self.scratch);
+            self.on_startup(header, &body);
+            self.scratch = body;
+        }
+        if from == Direction::ServerToClient {
+            let body = core::mem::take(&mut self.scratch);
+            self.on_response(header, captured.then_some(&body[..]));
+            self.scratch = body;
+        }
+        self.after_frame(from, header);
+    }
+
+    /// Framing changes that follow a frame.
+    fn after_frame(&mut self, from: Direction, header: &Header) {
         let answers_startup = matches!(header.opcode, Opcode::Ready | Opcode::Authenticate);
-        if from == Direction::ServerToClient && self.phase == Phase::Handshake && answers_startup {
-            self.phase = Phase::Established;
+        if from == Direction::ServerToClient && !self.server_started && answers_startup {
+            self.server_started = true;
             if header.version >= 5 {
-                let lz4 = self.compression == Compression::Lz4;
-                self.client.start_segments(lz4);
-                self.server.start_segments(lz4);
+                self.server
+                    .start_segments(self.compression == Compression::Lz4);
             }
-            if header.opcode == Opcode::Ready {
-                self.open_limits();
+            if self.auth == AuthState::PassThrough {
+                // The client sees this very answer: it switches too.
+                self.client_started = true;
+                if header.version >= 5 {
+                    self.client
+                        .start_segments(self.compression == Compression::Lz4);
+                }
+                if header.opcode == Opcode::Ready {
+                    self.open_limits();
+                }
             }
         }
-        if from == Direction::ServerToClient && header.opcode == Opcode::AuthSuccess {
+        if from == Direction::ServerToClient
+            && header.opcode == Opcode::AuthSuccess
+            && self.auth == AuthState::PassThrough
+        {
             self.open_limits();
+        }
+    }
+
+    /// The client was sent READY or AUTHENTICATE by the proxy: in v5 it speaks segments now.
+    fn client_started(&mut self) {
+        if !self.client_started {
+            self.client_started = true;
+            if self.version.unwrap_or(0) >= 5 {
+                self.client
+                    .start_segments(self.compression == Compression::Lz4);
+            }
         }
     }
 
     /// After authentication, frames may be as large as `max_frame_size`.
     fn open_limits(&mut self) {
-        self.client.set_max_body(self.limits.max_frame_size);
-        self.server.set_max_body(self.limits.max_frame_size);
+        self.client.set_max_body(self.config.limits.max_frame_size);
+        self.server.set_max_body(self.config.limits.max_frame_size);
+    }
+
+    /// STARTUP names the compression both directions use afterwards.
+    fn on_startup(&mut self, header: &Header, body: &[u8]) {
+        self.compression = startup_compression(body);
+        if header.version < 5 {
+            self.client.set_compression(self.compression);
+            self.server.set_compression(self.compression);
+        }
+    }
+
+    /// How the proxy writes to the client right now.
+    fn client_framing(&self) -> Framing {
+        self.framing(self.client_started)
+    }
+
+    fn framing(&self, started: bool) -> Framing {
+        let version = self.version.unwrap_or(4);
+        if version >= 5 {
+            if started {
+                Framing::v5_segments(self.compression == Compression::Lz4)
+            } else {
+                Framing::envelopes(version)
+            }
+        } else if self.compression != Compression::None {
+            Framing::compressed(version, self.compression)
+        } else {
+            Framing::envelopes(version)
+        }
+    }
+
+    /// Queues an answer of the proxy's own to the client: at once when the server's stream
+    /// toward the client is between frames, else as soon as it is.
+    fn answer_client(&mut self, write: impl FnOnce(&Framing, &mut Vec<u8>)) {
+        let framing = self.client_framing();
+        // Held server bytes go out in whole frames; watched ones as they came.
+        let at_boundary =
+            self.auth.holds_server() || !self.server_unit.is_empty() || self.server.at_boundary();
+        if at_boundary && self.deferred.is_empty() {
+            write(&framing, &mut self.to_client);
+        } else {
+            write(&framing, &mut self.deferred);
+        }
+    }
+
+    fn is_pending(&self, stream: i16) -> bool {
+        self.pending.iter().any(|(s, _)| *s == stream)
+    }
+
+    fn take_pending(&mut self, stream: i16) -> Option<Pending> {
+        let i = self.pending.iter().position(|(s, _)| *s == stream)?;
+        Some(self.pending.swap_remove(i).1)
+    }
+
+    /// A response, whether forwarded as it came or held: completes a pending request.
+    fn on_response(&mut self, header: &Header, body: Option<&[u8]>) {
+        if self.pending.is_empty() || !header.is_response {
+            return;
+        }
+        let Some(pending) = self.take_pending(header.stream) else {
+            return;
+        };
+        let (Opcode::Result, Some(body)) = (header.opcode, body) else {
+            return;
+        };
+        let Ok((_, body)) = strip_prefixes(header, body) else {
+            return;
+        };
+        match (pending, ResultBody::decode(body, header.version)) {
+            (Pending::Prepare(prepared), Ok(ResultBody::Prepared { id, .. })) => {
+                self.shared.borrow_mut().prepared.insert(id, prepared);
+            }
+            (Pending::Use, Ok(ResultBody::SetKeyspace(keyspace))) => {
+                self.keyspace = Some(keyspace.to_string());
+            }
+            _ => {}
+        }
     }
 }
 
-/// What an [`Event`] means to the session, without borrowing the reader.
+/// What an [`Event`] means to the session, without borrowing the reader: a captured body
+/// is copied into the session's scratch buffer.
 enum Step {
     NeedMore,
     Header(Header),
-    /// A whole frame; for STARTUP, the compression it asks for.
-    Frame(Header, Option<Compression>),
+    /// A whole frame; whether its body was captured (into the scratch buffer).
+    Frame(Header, bool),
     Segment,
 }
 
 impl Step {
-    fn of(event: &Event<'_>) -> Step {
+    fn of(event: Event<'_>, scratch: &mut Vec<u8>) -> Step {
         match event {
             Event::NeedMore => Step::NeedMore,
-            Event::Header(header) => Step::Header(*header),
+            Event::Header(header) => Step::Header(header),
             Event::Frame { header, body } => {
-                let startup = match (header.opcode, body) {
-                    (Opcode::Startup, Some(body)) => Some(startup_compression(body)),
-                    _ => None,
-                };
-                Step::Frame(*header, startup)
+                scratch.clear();
+                if let Some(body) = body {
+                    scratch.extend_from_slice(body);
+                }
+                Step::Frame(header, body.is_some())
             }
             Event::SegmentEnd { .. } => Step::Segment,
         }
@@ -248,3 +687,6 @@ fn startup_compression(body: &[u8]) -> Compression {
         Err(_) => Compression::None,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+//! What a session is configured with, and the state all sessions of a worker share.
+
+use std::rc::Rc;
+
+use crate::identity::{JwtValidator, TokenCache};
+use crate::policy::{DecisionCache, Policy};
+
+use super::prepared::PreparedRegistry;
+
+/// Explicit limits of a session; all configurable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame body accepted once the connection is past its handshake.
+    pub max_frame_size: u32,
+    /// Largest frame body accepted before that (OPTIONS, STARTUP, authentication).
+    pub max_handshake_frame_size: u32,
+    /// Largest AUTH_RESPONSE body the proxy reads a token from.
+    pub max_auth_response_size: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_size: 16 * 1024 * 1024,
+            max_handshake_frame_size: 64 * 1024,
+            max_auth_response_size: 16 * 1024,
+        }
+    }
+}
+
+/// Which identities a server accepts (`cql_auth`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    /// No authentication by the proxy: the handshake passes through to Cassandra.
+    #[default]
+    Off,
+    /// A JWT sent as the password of the CQL handshake.
+    Token,
+    /// The TLS client certificate NGINX verified.
+    Certificate,
+    /// A verified certificate when the client presents one, else a token.
+    Any,
+}
+
+impl AuthMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMode::Off => "off",
+            AuthMode::Token => "jwt",
+            AuthMode::Certificate => "mtls",
+            AuthMode::Any => "any",
+        }
+    }
+}
+
+/// Service credentials the proxy logs in to Cassandra with (`cql_upstream_auth`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamLogin {
+    pub user: String,
+    pub password: String,
+}
+
+impl core::fmt::Debug for UpstreamLogin {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // The password never reaches a log.
+        f.debug_struct("UpstreamLogin")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a server block configures for its sessions. Built when the configuration is
+/// loaded; shared, read-only, by all connections of the server.
+#[derive(Default)]
+pub struct Config {
+    pub limits: Limits,
+    pub auth: AuthMode,
+    /// Token validation; required when `auth` accepts tokens.
+    pub jwt: Option<JwtValidator>,
+    /// Changes with every configuration load, so cached tokens of old keys are not used.
+    pub generation: u64,
+    pub upstream_login: Option<UpstreamLogin>,
+    /// Authorization of every statement; `None` lets every authenticated identity through.
+    pub policy: Option<Rc<Policy>>,
+}
+
+/// Capacities of the worker-wide caches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    pub prepared: usize,
+    pub decisions: usize,
+    pub tokens: usize,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            prepared: 10_000,
+            decisions: 4096,
+            tokens: 1024,
+        }
+    }
+}
+
+/// State shared by all sessions of one server block in one worker process.
+pub struct Shared {
+    /// Prepared ids seen in RESULT Prepared, with the statements they were prepared from.
+    pub prepared: PreparedRegistry,
+    pub decisions: DecisionCache,
+    pub tokens: TokenCache,
+}
+
+impl Shared {
+    pub fn new(capacities: Capacities) -> Self {
+        Shared {
+            prepared: PreparedRegistry::new(capacities.prepared),
+            decisions: DecisionCache::new(capacities.decisions),
+            tokens: TokenCache::new(capacities.tokens),
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The handshake when the proxy authenticates clients (`cql_auth`).
+//!
+//! The client's STARTUP goes to Cassandra, whose answer says whether Cassandra wants a
+//! login of its own:
+//!
+//! * READY (Cassandra without authentication): a client with a verified certificate gets
+//!   that READY; any other client is sent AUTHENTICATE naming PasswordAuthenticator, so
+//!   every driver answers with SASL PLAIN, and its password is validated as a token. A valid
+//!   token gets AUTH_SUCCESS, anything else ERROR 0x0100 with the reason.
+//! * AUTHENTICATE (Cassandra with PasswordAuthenticator): the client is authenticated the
+//!   same way, then the proxy logs in to Cassandra with the service credentials of
+//!   `cql_upstream_auth`, on the client's stream, and relays the outcome. The client's token
+//!   never reaches Cassandra. A client with a certificate is logged in without being asked
+//!   anything, and gets READY once Cassandra accepted the service credentials.
+//!
+//! Until then only OPTIONS, STARTUP and AUTH_RESPONSE are accepted from the client.
+
+use crate::codec::messages::{codes, strip_prefixes, AuthToken, ErrorBody, SaslPlain};
+use crate::codec::{Header, Opcode};
+use crate::identity::Identity;
+
+use super::{Action, AuthMode, Direction, Fault, Session, Violation};
+
+/// The authenticator class the proxy names in AUTHENTICATE: drivers answer it with SASL PLAIN.
+pub(super) const PASSWORD_AUTHENTICATOR: &str = "org.apache.cassandra.auth.PasswordAuthenticator";
+
+/// Where the connection's authentication is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AuthState {
+    /// The proxy does not authenticate (`cql_auth off`): the handshake passes through.
+    PassThrough,
+    /// Waiting for the client's STARTUP.
+    Startup,
+    /// STARTUP went to Cassandra; waiting for its READY or AUTHENTICATE.
+    UpstreamAnswer {
+        stream: i16,
+    },
+    /// The client was sent AUTHENTICATE; waiting for its token in AUTH_RESPONSE.
+    Token {
+        login_upstream: bool,
+    },
+    /// The proxy logs in to Cassandra with the service credentials; waiting for AUTH_SUCCESS.
+    /// `answer_ready`: the client (certificate) waits for READY rather than AUTH_SUCCESS.
+    UpstreamLogin {
+        stream: i16,
+        answer_ready: bool,
+    },
+    Authenticated,
+}
+
+impl AuthState {
+    /// Whether the server's bytes are held: the proxy may drop or replace its answers.
+    pub(super) fn holds_server(self) -> bool {
+        !matches!(self, AuthState::PassThrough | AuthState::Authenticated)
+    }
+
+    /// The reason a client message is not allowed now, if it is not.
+    pub(super) fn refuses(self, opcode: Opcode) -> Option<&'static str> {
+        use Opcode::*;
+        let allowed = match self {
+            AuthState::PassThrough => return None,
+            AuthState::Authenticated => {
+                return matches!(opcode, Startup | AuthResponse).then_some("after authentication")
+            }
+            AuthState::Startup => matches!(opcode, Options | Startup),
+            AuthState::Token { .. } => matches!(opcode, Options | AuthResponse),
+            AuthState::UpstreamAnswer { .. } | AuthState::UpstreamLogin { .. } => opcode == Options,
+        };
+        (!allowed).then_some(match self {
+            AuthState::Startup => "before STARTUP",
+            _ => "before authentication",
+        })
+    }
+}
+
+/// Which way the client proves who it is.
+enum Path {
+    Certificate(Identity),
+    Token,
+    /// `cql_auth mtls` and no verified certificate.
+    Missing,
+}
+
+impl Session {
+    fn path(&self) -> Path {
+        match (self.config.auth, &self.certificate) {
+            (AuthMode::Certificate | AuthMode::Any, Some(identity)) => {
+                Path::Certificate(identity.clone())
+            }
+            (AuthMode::Certificate, None) => Path::Missing,
+            _ => Path::Token,
+        }
+    }
+
+    /// A server frame held during the handshake; says whether it goes on to the client.
+    pub(super) fn on_held_response(
+        &mut self,
+        header: &Header,
+        body: &[u8],
+    ) -> Result<bool, Action> {
+        self.on_response(header, Some(body));
+        match (self.auth, header.opcode) {
+            (AuthState::UpstreamAnswer { stream }, Opcode::Ready) => self.upstream_ready(stream),
+            (AuthState::UpstreamAnswer { stream }, Opcode::Authenticate) => {
+                self.upstream_authenticate(stream)
+            }
+            (
+                AuthState::UpstreamLogin {
+                    stream,
+                    answer_ready,
+                },
+                Opcode::AuthSuccess,
+            ) => {
+                self.authenticated();
+                if answer_ready {
+                    self.answer_client(|f, out| f.write_ready(stream, out));
+                    self.client_started();
+                }
+                Ok(!answer_ready)
+            }
+            (AuthState::UpstreamLogin { .. }, Opcode::AuthChallenge) => {
+                Err(Action::Close(Violation {
+                    from: Direction::ServerToClient,
+                    fault: Fault::Upstream(
+                        "upstream asked for a second authentication step; the service \
+                         credentials of cql_upstream_auth need PasswordAuthenticator",
+                    ),
+                }))
+            }
+            (
+                AuthState::UpstreamLogin {
+                    stream,
+                    answer_ready,
+                },
+                Opcode::Error,
+            ) => {
+                // Cassandra refused the service credentials: the client gets its error. A
+                // client that sent only STARTUP still speaks envelopes: the error is written
+                // anew for it.
+                self.auth = AuthState::Token {
+                    login_upstream: true,
+                };
+                if !answer_ready {
+                    return Ok(true);
+                }
+                let upstream = strip_prefixes(header, body)
+                    .ok()
+                    .and_then(|(_, rest)| ErrorBody::decode(rest, header.version).ok());
+                let (code, message) = match upstream {
+                    Some(error) => (error.code, error.message.to_string()),
+                    None => (
+                        codes::AUTHENTICATION_ERROR,
+                        "Cassandra refused the proxy's service credentials".to_string(),
+                    ),
+                };
+                self.answer_client(|f, out| f.write_error(stream, code, &message, out));
+                self.client_started();
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    /// Cassandra needs no login.
+    fn upstream_ready(&mut self, stream: i16) -> Result<bool, Action> {
+        match self.path() {
+            Path::Certificate(identity) => {
+                self.set_identity(identity);
+                self.authenticated();
+                self.client_started();
+                Ok(true)
+            }
+            Path::Token => {
+                self.ask_for_token(stream, false);
+                Ok(false)
+            }
+            Path::Missing => Err(self.missing_certificate(stream)),
+        }
+    }
+
+    /// Cassandra wants a login: the proxy gives the service credentials.
+    fn upstream_authenticate(&mut self, stream: i16) -> Result<bool, Action> {
+        if self.config.upstream_login.is_none() {
+            return Err(self.refuse_message(
+                stream,
+                codes::AUTHENTICATION_ERROR,
+                "The proxy cannot log in to Cassandra: no service credentials are configured",
+                Fault::Upstream(
+                    "upstream requires authentication and cql_upstream_auth is not configured",
+                ),
+            ));
+        }
+        match self.path() {
+            Path::Certificate(identity) => {
+                self.set_identity(identity);
+                self.login_upstream(stream, true);
+                Ok(false)
+            }
+            Path::Token => {
+                self.ask_for_token(stream, true);
+                Ok(false)
+            }
+            Path::Missing => Err(self.missing_certificate(stream)),
+        }
+    }
+
+    fn missing_certificate(&mut self, stream: i16) -> Action {
+        self.refuse_message(
+            stream,
+            codes::AUTHENTICATION_ERROR,
+            "This server requires a verified TLS client certificate",
+            Fault::Identity("client presented no verified TLS client certificate (cql_auth mtls)"),
+        )
+    }
+
+    /// Sends the client AUTHENTICATE: its driver answers with the token as password.
+    fn ask_for_token(&mut self, stream: i16, login_upstream: bool) {
+        self.answer_client(|f, out| f.write_authenticate(stream, PASSWORD_AUTHENTICATOR, out));
+        self.client_started();
+        self.auth = AuthState::Token { login_upstream };
+    }
+
+    /// Sends Cassandra AUTH_RESPONSE with the service credentials on `stream`.
+    fn login_upstream(&mut self, stream: i16, answer_ready: bool) {
+        if let Some(login) = &self.config.upstream_login {
+            // Cassandra speaks segments from its AUTHENTICATE on (v5).
+            self.framing(true).write_auth_response_plain(
+                stream,
+                &login.user,
+                &login.password,
+                &mut self.to_server,
+            );
+        }
+        self.auth = AuthState::UpstreamLogin {
+            stream,
+            answer_ready,
+        };
+    }
+
+    /// The client's AUTH_RESPONSE: its password is the token. Never forwarded.
+    pub(super) fn on_auth_response(
+        &mut self,
+        header: &Header,
+        body: &[u8],
+        now: u64,
+    ) -> Result<bool, Action> {
+        let AuthState::Token { login_upstream } = self.auth else {
+            return Ok(false);
+        };
+        let stream = header.stream;
+        let token = AuthToken::decode(body)
+            .ok()
+            .and_then(|t| t.token)
+            .and_then(|t| SaslPlain::parse(t).ok())
+            .map(|plain| plain.password);
+        let Some(token) = token else {
+            self.answer_client(|f, out| {
+                f.write_error(
+                    stream,
+                    codes::AUTHENTICATION_ERROR,
+                    "Authentication failed: expected SASL PLAIN credentials with the token as password",
+                    out,
+                )
+            });
+            return Ok(false);
+        };
+        let outcome = match &self.config.jwt {
+            Some(validator) => self.shared.borrow_mut().tokens.validate(
+                validator,
+                self.config.generation,
+                token,
+                now,
+            ),
+            None => {
+                self.answer_client(|f, out| {
+                    f.write_error(
+                        stream,
+                        codes::AUTHENTICATION_ERROR,
+                        "Authentication failed: this server accepts no tokens",
+                        out,
+                    )
+                });
+                return Ok(false);
+            }
+        };
+        match outcome {
+            Ok(identity) => {
+                self.set_identity(identity);
+                if login_upstream {
+                    self.login_upstream(stream, false);
+                } else {
+                    self.authenticated();
+                    self.answer_client(|f, out| f.write_auth_success(stream, out));
+                }
+            }
+            Err(error) => {
+                let message = format!("Authentication failed: {error}");
+                self.answer_client(|f, out| {
+                    f.write_error(stream, codes::AUTHENTICATION_ERROR, &message, out)
+                });
+            }
+        }
+        Ok(false)
+    }
+
+    fn set_identity(&mut self, identity: Identity) {
+        self.roles = self
+            .config
+            .policy
+            .as_ref()
+            .map(|policy| policy.roles_for(&identity));
+        self.identity = Some(identity);
+    }
+
+    fn authenticated(&mut self) {
+        self.auth = AuthState::Authenticated;
+        self.open_limits();
+    }
+}

@@ -1,0 +1,235 @@
+//! Authorization of every request: QUERY, PREPARE, EXECUTE and every BATCH child.
+//!
+//! A request goes on only when the policy allows every statement it carries. A denied one
+//! is answered ERROR 0x2100 on its stream, worded like Cassandra; an EXECUTE (or a BATCH
+//! child) of an id the prepared registry does not hold is answered ERROR 0x2500 Unprepared,
+//! which makes the driver prepare it again through the proxy.
+
+use std::rc::Rc;
+
+use crate::classify::{classify, Flags, Kind, Statement};
+use crate::codec::messages::{
+    codes, strip_prefixes, Batch, BatchStatement, BatchType, Execute, Prepare, Query,
+};
+use crate::codec::{CodecError, Header, Opcode};
+
+use super::{Action, Fault, Pending, Prepared, Session};
+
+/// What the proxy answers a request it does not forward.
+enum Refusal {
+    Unauthorized(String),
+    Unprepared(Vec<u8>),
+}
+
+impl Session {
+    /// Whether the session reads the body of a client message of this kind.
+    pub(super) fn needs_request_body(&self, opcode: Opcode) -> bool {
+        matches!(
+            opcode,
+            Opcode::Startup
+                | Opcode::AuthResponse
+                | Opcode::Query
+                | Opcode::Prepare
+                | Opcode::Execute
+                | Opcode::Batch
+        )
+    }
+
+    /// A whole client message; says whether it goes on to the server.
+    pub(super) fn on_request(
+        &mut self,
+        header: &Header,
+        body: &[u8],
+        now: u64,
+    ) -> Result<bool, Action> {
+        match header.opcode {
+            Opcode::Startup => {
+                self.on_startup(header, body);
+                if self.auth == super::AuthState::Startup {
+                    self.auth = super::AuthState::UpstreamAnswer {
+                        stream: header.stream,
+                    };
+                }
+                Ok(true)
+            }
+            Opcode::AuthResponse => self.on_auth_response(header, body, now),
+            Opcode::Query | Opcode::Prepare | Opcode::Execute | Opcode::Batch => {
+                self.authorize_request(header, body, now)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    fn authorize_request(
+        &mut self,
+        header: &Header,
+        body: &[u8],
+        now: u64,
+    ) -> Result<bool, Action> {
+        let stream = header.stream;
+        let body = match strip_prefixes(header, body) {
+            Ok((_, rest)) => rest,
+            Err(error) => return Err(self.malformed(header, error)),
+        };
+        let outcome = match header.opcode {
+            Opcode::Query => match Query::decode(body, header.version) {
+                Ok(query) => self.authorize_query(stream, &query, now),
+                Err(error) => return Err(self.malformed(header, error)),
+            },
+            Opcode::Prepare => match Prepare::decode(body, header.version) {
+                Ok(prepare) => self.authorize_prepare(stream, &prepare, now),
+                Err(error) => return Err(self.malformed(header, error)),
+            },
+            Opcode::Execute => match Execute::decode(body, header.version) {
+                Ok(execute) => self.authorize_execute(&execute, now),
+                Err(error) => return Err(self.malformed(header, error)),
+            },
+            Opcode::Batch => match Batch::decode(body, header.version) {
+                Ok(batch) => self.authorize_batch(&batch, now),
+                Err(error) => return Err(self.malformed(header, error)),
+            },
+            _ => Ok(()),
+        };
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(Refusal::Unauthorized(reason)) => {
+                self.answer_client(|f, out| {
+                    f.write_error(stream, codes::UNAUTHORIZED, &reason, out)
+                });
+                Ok(false)
+            }
+            Err(Refusal::Unprepared(id)) => {
+                let message = format!(
+                    "Prepared query with ID {} not found (the proxy does not know it; prepare it again)",
+                    hex(&id)
+                );
+                self.answer_client(|f, out| f.write_unprepared(stream, &id, &message, out));
+                Ok(false)
+            }
+        }
+    }
+
+    /// A request whose body cannot be read is a protocol error: the connection ends.
+    fn malformed(&mut self, header: &Header, error: CodecError) -> Action {
+        let message = format!("Invalid {} message: {error}", header.opcode.name());
+        self.refuse_message(
+            header.stream,
+            codes::PROTOCOL_ERROR,
+            &message,
+            Fault::Codec(error),
+        )
+    }
+
+    fn authorize_query(&mut self, stream: i16, query: &Query<'_>, now: u64) -> Result<(), Refusal> {
+        let keyspace = query.params.keyspace.map(str::to_string);
+        let keyspace = keyspace.or_else(|| self.keyspace.clone());
+        let statement = classify(query.query, keyspace.as_deref());
+        self.decide(&statement, now)?;
+        if statement.kind == Kind::Use {
+            self.expect_response(stream, Pending::Use);
+        }
+        Ok(())
+    }
+
+    fn authorize_prepare(
+        &mut self,
+        stream: i16,
+        prepare: &Prepare<'_>,
+        now: u64,
+    ) -> Result<(), Refusal> {
+        let keyspace = prepare.keyspace.map(str::to_string);
+        let keyspace = keyspace.or_else(|| self.keyspace.clone());
+        let statement = classify(prepare.query, keyspace.as_deref());
+        self.decide(&statement, now)?;
+        let prepared = Prepared {
+            text: prepare.query.to_string(),
+            statement: statement.into_owned(),
+        };
+        self.expect_response(stream, Pending::Prepare(Rc::new(prepared)));
+        Ok(())
+    }
+
+    fn authorize_execute(&mut self, execute: &Execute<'_>, now: u64) -> Result<(), Refusal> {
+        let prepared = self.shared.borrow_mut().prepared.get(execute.id);
+        match prepared {
+            Some(prepared) => self.decide(&prepared.statement, now),
+            None => Err(Refusal::Unprepared(execute.id.to_vec())),
+        }
+    }
+
+    /// A batch goes on only if every child is allowed.
+    fn authorize_batch(&mut self, batch: &Batch<'_>, now: u64) -> Result<(), Refusal> {
+        let keyspace = batch.keyspace.map(str::to_string);
+        let keyspace = keyspace.or_else(|| self.keyspace.clone());
+        for child in batch.children.iter() {
+            match child.statement {
+                BatchStatement::Query(text) => {
+                    let mut statement = classify(text, keyspace.as_deref());
+                    if batch.batch_type == BatchType::Unlogged {
+                        statement.flags.insert(Flags::UNLOGGED_BATCH);
+                    }
+                    self.decide(&statement, now)?;
+                }
+                BatchStatement::Prepared(id) => {
+                    let prepared = self.shared.borrow_mut().prepared.get(id);
+                    let Some(prepared) = prepared else {
+                        return Err(Refusal::Unprepared(id.to_vec()));
+                    };
+                    if batch.batch_type == BatchType::Unlogged {
+                        let mut statement = prepared.statement.clone();
+                        statement.flags.insert(Flags::UNLOGGED_BATCH);
+                        self.decide(&statement, now)?;
+                    } else {
+                        self.decide(&prepared.statement, now)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy's decision on one statement, after the identity's own expiry.
+    fn decide(&mut self, statement: &Statement<'_>, now: u64) -> Result<(), Refusal> {
+        let Some(identity) = &self.identity else {
+            return Err(Refusal::Unauthorized(
+                "The connection is not authenticated".to_string(),
+            ));
+        };
+        if identity.expires_at.is_some_and(|expiry| now > expiry) {
+            return Err(Refusal::Unauthorized(format!(
+                "User {}: token expired; reconnect with a fresh token",
+                identity.principal
+            )));
+        }
+        let (Some(policy), Some(roles)) = (&self.config.policy, &self.roles) else {
+            return Ok(());
+        };
+        let decision = policy.authorize(
+            &identity.principal,
+            roles,
+            statement,
+            &mut self.shared.borrow_mut().decisions,
+        );
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(Refusal::Unauthorized(decision.reason))
+        }
+    }
+
+    /// Remembers a request whose response the session reads.
+    fn expect_response(&mut self, stream: i16, pending: Pending) {
+        self.pending.retain(|(s, _)| *s != stream);
+        self.pending.push((stream, pending));
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use core::fmt::Write;
+    let mut s = String::with_capacity(2 + bytes.len() * 2);
+    s.push_str("0x");
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}

@@ -1,0 +1,715 @@
+//! The session driven with protocol bytes, as the filter drives it: what reaches each peer.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey};
+use serde_json::json;
+
+use super::*;
+use crate::codec::messages::{ErrorBody, ErrorExtra};
+use crate::codec::primitives::write;
+use crate::identity::{JwtSettings, JwtValidator};
+use crate::policy::Policy;
+
+const NOW: u64 = 1_800_000_000;
+const SECRET: &[u8] = b"a secret shared by the tests and the validator";
+const C2S: Direction = Direction::ClientToServer;
+const S2C: Direction = Direction::ServerToClient;
+
+const POLICY: &str = r#"
+[roles.reader]
+grant = [ { permissions = ["SELECT"], on = "KEYSPACE shop" } ]
+[roles.writer]
+grant = [ { permissions = ["MODIFY"], on = "TABLE shop.orders" } ]
+[[bind]]
+role = "reader"
+groups = ["analysts"]
+[[bind]]
+role = "writer"
+principals = ["alice"]
+"#;
+
+fn secret_file() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "cql-session-secret-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, SECRET).unwrap();
+    path
+}
+
+fn token(sub: &str, exp: u64) -> String {
+    let claims = json!({ "sub": sub, "exp": exp, "groups": ["analysts"] });
+    encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+struct Setup {
+    login: bool,
+    policy: bool,
+    auth: AuthMode,
+    certificate: Option<Identity>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            login: false,
+            policy: true,
+            auth: AuthMode::Token,
+            certificate: None,
+        }
+    }
+}
+
+impl Setup {
+    fn session(self) -> Session {
+        let secret = secret_file();
+        let jwt = JwtValidator::load(&JwtSettings {
+            secret: Some(secret.clone()),
+            algorithms: vec!["HS256".into()],
+            roles_claim: Some("groups".into()),
+            ..JwtSettings::default()
+        })
+        .unwrap();
+        let _ = std::fs::remove_file(secret);
+        let config = Config {
+            limits: Limits::default(),
+            auth: self.auth,
+            jwt: Some(jwt),
+            generation: 1,
+            upstream_login: self.login.then(|| UpstreamLogin {
+                user: "svc_proxy".into(),
+                password: "service-password".into(),
+            }),
+            policy: self.policy.then(|| Rc::new(Policy::parse(POLICY).unwrap())),
+        };
+        Session::new(
+            Rc::new(config),
+            Rc::new(RefCell::new(Shared::new(Capacities::default()))),
+            self.certificate,
+        )
+    }
+}
+
+/// A frame as a peer reads it.
+#[derive(Debug)]
+struct Frame {
+    header: Header,
+    body: Vec<u8>,
+}
+
+impl Frame {
+    fn error(&self) -> (i32, String) {
+        assert_eq!(self.header.opcode, Opcode::Error, "{self:?}");
+        let e = ErrorBody::decode(&self.body, self.header.version).unwrap();
+        (e.code, e.message.to_string())
+    }
+}
+
+/// One end of the connection: writes requests (or responses) and reads what it receives.
+struct Peer {
+    reader: FrameReader,
+    framing: Framing,
+}
+
+impl Peer {
+    fn new(receives: Direction, version: u8) -> Self {
+        Peer {
+            reader: FrameReader::new(receives, 1 << 24),
+            framing: Framing::envelopes(version),
+        }
+    }
+
+    fn start_segments(&mut self) {
+        self.reader.start_segments(false);
+        self.framing = Framing::v5_segments(false);
+    }
+
+    fn read(&mut self, mut bytes: &[u8]) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        loop {
+            let (used, event) = self.reader.next(bytes).unwrap();
+            match event {
+                Event::NeedMore => break,
+                Event::Header(_) => self.reader.capture_body(),
+                Event::Frame { header, body } => frames.push(Frame {
+                    header,
+                    body: body.unwrap_or_default().to_vec(),
+                }),
+                Event::SegmentEnd { .. } => {}
+            }
+            bytes = &bytes[used..];
+        }
+        assert!(bytes.is_empty());
+        frames
+    }
+
+    fn write(&self, stream: i16, opcode: Opcode, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.framing.write_message(stream, opcode, body, &mut out);
+        out
+    }
+}
+
+fn query_body(text: &str, version: u8) -> Vec<u8> {
+    let mut b = Vec::new();
+    write::long_string(&mut b, text);
+    b.extend_from_slice(&1u16.to_be_bytes()); // ONE
+    if version >= 5 {
+        b.extend_from_slice(&0u32.to_be_bytes());
+    } else {
+        b.push(0);
+    }
+    b
+}
+
+fn prepare_body(text: &str, version: u8) -> Vec<u8> {
+    let mut b = Vec::new();
+    write::long_string(&mut b, text);
+    if version >= 5 {
+        b.extend_from_slice(&0u32.to_be_bytes());
+    }
+    b
+}
+
+fn execute_body(id: &[u8], version: u8) -> Vec<u8> {
+    let mut b = Vec::new();
+    write::short_bytes(&mut b, id);
+    if version >= 5 {
+        write::short_bytes(&mut b, b"meta");
+    }
+    b.extend_from_slice(&1u16.to_be_bytes());
+    if version >= 5 {
+        b.extend_from_slice(&0u32.to_be_bytes());
+    } else {
+        b.push(0);
+    }
+    b
+}
+
+fn auth_response_body(user: &str, password: &str) -> Vec<u8> {
+    let mut token = vec![0];
+    token.extend_from_slice(user.as_bytes());
+    token.push(0);
+    token.extend_from_slice(password.as_bytes());
+    let mut b = Vec::new();
+    write::bytes(&mut b, Some(&token));
+    b
+}
+
+fn startup_body() -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&1u16.to_be_bytes());
+    write::string(&mut b, "CQL_VERSION");
+    write::string(&mut b, "3.0.0");
+    b
+}
+
+/// A connection: the session between a client and a server, each reading what reaches it.
+struct Wire {
+    session: Session,
+    client: Peer,
+    server: Peer,
+    version: u8,
+}
+
+impl Wire {
+    fn new(session: Session, version: u8) -> Self {
+        Wire {
+            session,
+            client: Peer::new(S2C, version),
+            server: Peer::new(C2S, version),
+            version,
+        }
+    }
+
+    /// Feeds bytes from one peer one byte at a time; returns what reached (server, client).
+    fn send(&mut self, from: Direction, bytes: &[u8]) -> (Vec<Frame>, Vec<Frame>) {
+        let mut to_server = Vec::new();
+        let mut to_client = Vec::new();
+        for byte in bytes.chunks(1) {
+            match self.session.feed(from, byte, NOW) {
+                Action::Forward => match from {
+                    C2S => to_server.extend_from_slice(byte),
+                    S2C => to_client.extend_from_slice(byte),
+                },
+                Action::Replace => {}
+                other => panic!("unexpected {other:?}"),
+            }
+            to_server.extend(self.session.take_output(C2S, Vec::new()));
+            to_client.extend(self.session.take_output(S2C, Vec::new()));
+        }
+        (self.server.read(&to_server), self.client.read(&to_client))
+    }
+
+    fn client_sends(
+        &mut self,
+        stream: i16,
+        opcode: Opcode,
+        body: &[u8],
+    ) -> (Vec<Frame>, Vec<Frame>) {
+        let bytes = self.client.write(stream, opcode, body);
+        self.send(C2S, &bytes)
+    }
+
+    fn server_sends(
+        &mut self,
+        stream: i16,
+        opcode: Opcode,
+        body: &[u8],
+    ) -> (Vec<Frame>, Vec<Frame>) {
+        let bytes = self.server.write(stream, opcode, body);
+        self.send(S2C, &bytes)
+    }
+
+    /// STARTUP, the server's READY, and the token: the client is authenticated.
+    fn log_in(&mut self, token: &str) {
+        let (up, down) = self.client_sends(1, Opcode::Startup, &startup_body());
+        assert_eq!(up.len(), 1, "STARTUP reaches the server");
+        assert!(down.is_empty());
+        let (up, down) = self.server_sends(1, Opcode::Ready, &[]);
+        assert!(up.is_empty());
+        assert_eq!(down.len(), 1);
+        assert_eq!(
+            down[0].header.opcode,
+            Opcode::Authenticate,
+            "READY is replaced"
+        );
+        assert_eq!(down[0].header.stream, 1);
+        self.both_start_segments();
+        let (up, down) =
+            self.client_sends(2, Opcode::AuthResponse, &auth_response_body("alice", token));
+        assert!(up.is_empty(), "the token never reaches the server");
+        assert_eq!(down.len(), 1);
+        assert_eq!(down[0].header.opcode, Opcode::AuthSuccess, "{:?}", down[0]);
+    }
+
+    fn both_start_segments(&mut self) {
+        if self.version >= 5 {
+            self.client.start_segments();
+            self.server.start_segments();
+        }
+    }
+
+    fn query(&mut self, stream: i16, text: &str) -> (Vec<Frame>, Vec<Frame>) {
+        let body = query_body(text, self.version);
+        self.client_sends(stream, Opcode::Query, &body)
+    }
+}
+
+#[test]
+fn a_valid_token_logs_in_and_allowed_queries_reach_the_server() {
+    for version in [3, 4, 5] {
+        let mut w = Wire::new(Setup::default().session(), version);
+        w.log_in(&token("alice", NOW + 600));
+        assert_eq!(
+            w.session.identity().map(|i| i.principal.as_str()),
+            Some("alice")
+        );
+        let (up, down) = w.query(3, "SELECT * FROM shop.orders");
+        assert!(down.is_empty(), "v{version}: {down:?}");
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].header.stream, 3);
+        assert_eq!(up[0].body, query_body("SELECT * FROM shop.orders", version));
+        // The server's answer goes through as it came.
+        let (_, down) = w.server_sends(3, Opcode::Result, &1i32.to_be_bytes());
+        assert_eq!(down.len(), 1);
+        assert_eq!(down[0].header.opcode, Opcode::Result);
+    }
+}
+
+#[test]
+fn a_denied_query_is_answered_unauthorized_on_its_stream_and_the_next_one_passes() {
+    for version in [4, 5] {
+        let mut w = Wire::new(Setup::default().session(), version);
+        w.log_in(&token("alice", NOW + 600));
+        let (up, down) = w.query(7, "DELETE FROM shop.customers WHERE id = 1");
+        assert!(
+            up.is_empty(),
+            "v{version}: a denied statement never reaches the server"
+        );
+        assert_eq!(down.len(), 1);
+        assert_eq!(down[0].header.stream, 7);
+        assert_eq!(
+            down[0].error(),
+            (
+                0x2100,
+                "User alice has no MODIFY permission on <table shop.customers> or any of its parents"
+                    .to_string()
+            )
+        );
+        let (up, down) = w.query(8, "INSERT INTO shop.orders (id) VALUES (1)");
+        assert!(down.is_empty());
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].header.stream, 8);
+    }
+}
+
+#[test]
+fn v5_segment_with_a_denied_envelope_is_reframed_without_it() {
+    let mut w = Wire::new(Setup::default().session(), 5);
+    w.log_in(&token("alice", NOW + 600));
+    // One segment carrying three requests; the middle one is denied.
+    let framing = Framing::v5_segments(false);
+    let mut payload = Vec::new();
+    for (stream, text) in [
+        (10, "SELECT * FROM shop.orders"),
+        (11, "DROP TABLE shop.orders"),
+        (12, "SELECT * FROM shop.items"),
+    ] {
+        framing.write_envelope(stream, Opcode::Query, 0, &query_body(text, 5), &mut payload);
+    }
+    let mut segment = Vec::new();
+    crate::codec::segment::write_segment(&payload, true, false, &mut segment);
+    let (up, down) = w.send(C2S, &segment);
+    let streams: Vec<i16> = up.iter().map(|f| f.header.stream).collect();
+    assert_eq!(streams, [10, 12]);
+    assert_eq!(down.len(), 1);
+    assert_eq!(down[0].header.stream, 11);
+    assert_eq!(down[0].error().0, 0x2100);
+}
+
+#[test]
+fn refused_tokens_get_an_authentication_error_with_the_reason() {
+    let mut w = Wire::new(Setup::default().session(), 4);
+    w.client_sends(1, Opcode::Startup, &startup_body());
+    w.server_sends(1, Opcode::Ready, &[]);
+    let expired = token("alice", NOW - 10);
+    let (up, down) = w.client_sends(
+        2,
+        Opcode::AuthResponse,
+        &auth_response_body("alice", &expired),
+    );
+    assert!(up.is_empty());
+    let (code, message) = down[0].error();
+    assert_eq!(code, 0x0100);
+    assert!(message.contains("expired"), "{message}");
+    assert!(!message.contains(&expired), "the token is not echoed");
+    // Another try with a good token works.
+    let (_, down) = w.client_sends(
+        3,
+        Opcode::AuthResponse,
+        &auth_response_body("alice", &token("alice", NOW + 60)),
+    );
+    assert_eq!(down[0].header.opcode, Opcode::AuthSuccess);
+}
+
+#[test]
+fn requests_before_authentication_are_a_protocol_error() {
+    let mut w = Wire::new(Setup::default().session(), 4);
+    w.client_sends(1, Opcode::Startup, &startup_body());
+    w.server_sends(1, Opcode::Ready, &[]);
+    let bytes = w.client.write(
+        2,
+        Opcode::Query,
+        &query_body("SELECT * FROM shop.orders", 4),
+    );
+    let mut refused = None;
+    for byte in bytes.chunks(1) {
+        match w.session.feed(C2S, byte, NOW) {
+            Action::Replace => {}
+            Action::Refuse { reply, violation } => {
+                refused = Some((reply, violation));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let (reply, violation) = refused.expect("refused");
+    assert!(!w.session.has_output(C2S), "nothing reaches the server");
+    let frames = w.client.read(&reply);
+    assert_eq!(frames[0].error().0, 0x000A);
+    assert_eq!(frames[0].header.stream, 2);
+    assert_eq!(
+        violation.to_string(),
+        "client sent QUERY before authentication"
+    );
+}
+
+#[test]
+fn with_a_password_authenticator_upstream_the_proxy_logs_in_with_the_service_credentials() {
+    for version in [4, 5] {
+        let mut w = Wire::new(
+            Setup {
+                login: true,
+                ..Setup::default()
+            }
+            .session(),
+            version,
+        );
+        w.client_sends(1, Opcode::Startup, &startup_body());
+        let mut class = Vec::new();
+        write::string(
+            &mut class,
+            "org.apache.cassandra.auth.PasswordAuthenticator",
+        );
+        let (_, down) = w.server_sends(1, Opcode::Authenticate, &class);
+        assert_eq!(down[0].header.opcode, Opcode::Authenticate);
+        w.both_start_segments();
+        let tok = token("alice", NOW + 600);
+        let (up, down) =
+            w.client_sends(2, Opcode::AuthResponse, &auth_response_body("alice", &tok));
+        assert!(down.is_empty(), "the client waits for Cassandra's answer");
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].header.opcode, Opcode::AuthResponse);
+        assert_eq!(up[0].header.stream, 2);
+        assert_eq!(
+            up[0].body,
+            auth_response_body("svc_proxy", "service-password")
+        );
+        let (_, down) = w.server_sends(2, Opcode::AuthSuccess, &[0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(down[0].header.opcode, Opcode::AuthSuccess, "v{version}");
+        let (up, _) = w.query(3, "SELECT * FROM shop.orders");
+        assert_eq!(up.len(), 1);
+    }
+}
+
+#[test]
+fn a_certificate_identity_needs_no_password() {
+    let identity = Identity {
+        principal: "etl".into(),
+        groups: vec!["analysts".into()],
+        attributes: vec![],
+        expires_at: None,
+        source: crate::identity::Source::Certificate,
+    };
+    // Cassandra without authentication: its READY goes to the client.
+    let mut w = Wire::new(
+        Setup {
+            auth: AuthMode::Certificate,
+            certificate: Some(identity.clone()),
+            ..Setup::default()
+        }
+        .session(),
+        5,
+    );
+    w.client_sends(1, Opcode::Startup, &startup_body());
+    let (_, down) = w.server_sends(1, Opcode::Ready, &[]);
+    assert_eq!(down[0].header.opcode, Opcode::Ready);
+    w.both_start_segments();
+    let (up, down) = w.query(2, "SELECT * FROM shop.orders");
+    assert_eq!((up.len(), down.len()), (1, 0));
+
+    // Cassandra with PasswordAuthenticator: the proxy logs in, the client gets READY.
+    let mut w = Wire::new(
+        Setup {
+            auth: AuthMode::Certificate,
+            login: true,
+            certificate: Some(identity),
+            ..Setup::default()
+        }
+        .session(),
+        5,
+    );
+    w.client_sends(1, Opcode::Startup, &startup_body());
+    let mut class = Vec::new();
+    write::string(
+        &mut class,
+        "org.apache.cassandra.auth.PasswordAuthenticator",
+    );
+    let bytes = w.server.write(1, Opcode::Authenticate, &class);
+    assert_eq!(w.session.feed(S2C, &bytes, NOW), Action::Replace);
+    assert!(
+        !w.session.has_output(S2C),
+        "the client is not asked anything"
+    );
+    // Cassandra speaks segments from its AUTHENTICATE on.
+    w.server.start_segments();
+    let up = w.server.read(&w.session.take_output(C2S, Vec::new()));
+    assert_eq!(up[0].header.opcode, Opcode::AuthResponse);
+    assert_eq!(
+        up[0].body,
+        auth_response_body("svc_proxy", "service-password")
+    );
+    // Cassandra answers in segments; the client, which sent only STARTUP, gets a plain READY.
+    let mut seg = Vec::new();
+    Framing::v5_segments(false).write_message(1, Opcode::AuthSuccess, &[0xff; 4], &mut seg);
+    let (_, down) = w.send(S2C, &seg);
+    assert_eq!(down[0].header.opcode, Opcode::Ready);
+    w.client.start_segments();
+    let (up, _) = w.query(2, "SELECT * FROM shop.orders");
+    assert_eq!(up.len(), 1);
+}
+
+#[test]
+fn mtls_without_a_certificate_is_refused() {
+    let mut w = Wire::new(
+        Setup {
+            auth: AuthMode::Certificate,
+            ..Setup::default()
+        }
+        .session(),
+        4,
+    );
+    w.client_sends(1, Opcode::Startup, &startup_body());
+    let bytes = w.server.write(1, Opcode::Ready, &[]);
+    let action = w.session.feed(S2C, &bytes, NOW);
+    let Action::Refuse { reply, .. } = action else {
+        panic!("{action:?}");
+    };
+    let (code, message) = w.client.read(&reply)[0].error();
+    assert_eq!(code, 0x0100);
+    assert!(message.contains("certificate"), "{message}");
+}
+
+#[test]
+fn an_expired_token_is_refused_mid_session() {
+    let mut w = Wire::new(
+        Setup {
+            policy: false,
+            ..Setup::default()
+        }
+        .session(),
+        4,
+    );
+    w.log_in(&token("alice", NOW + 5));
+    let bytes = w.client.write(
+        3,
+        Opcode::Query,
+        &query_body("SELECT * FROM shop.orders", 4),
+    );
+    assert_eq!(w.session.feed(C2S, &bytes, NOW + 6), Action::Replace);
+    assert!(!w.session.has_output(C2S));
+    let down = w.client.read(&w.session.take_output(S2C, Vec::new()));
+    let (code, message) = down[0].error();
+    assert_eq!(code, 0x2100);
+    assert!(message.contains("token expired"), "{message}");
+}
+
+#[test]
+fn execute_is_authorized_from_the_registry_and_unknown_ids_are_unprepared() {
+    for version in [4, 5] {
+        let mut w = Wire::new(Setup::default().session(), version);
+        w.log_in(&token("alice", NOW + 600));
+        // An id the proxy never saw.
+        let (up, down) = w.client_sends(4, Opcode::Execute, &execute_body(b"unknown-id", version));
+        assert!(up.is_empty());
+        assert_eq!(down[0].error().0, 0x2500);
+        let e = ErrorBody::decode(&down[0].body, version).unwrap();
+        assert_eq!(e.extra, ErrorExtra::Unprepared { id: b"unknown-id" });
+
+        // PREPARE, RESULT Prepared, then EXECUTE by id.
+        for (stream, text, id, allowed) in [
+            (
+                5,
+                "SELECT * FROM shop.orders WHERE id = ?",
+                &b"id-select"[..],
+                true,
+            ),
+            (
+                6,
+                "UPDATE shop.customers SET name = ? WHERE id = ?",
+                &b"id-update"[..],
+                false,
+            ),
+        ] {
+            let (up, down) = w.client_sends(stream, Opcode::Prepare, &prepare_body(text, version));
+            if !allowed {
+                assert!(up.is_empty(), "denied at PREPARE");
+                assert_eq!(down[0].error().0, 0x2100);
+                continue;
+            }
+            assert_eq!(up.len(), 1);
+            let mut result = 4i32.to_be_bytes().to_vec();
+            write::short_bytes(&mut result, id);
+            if version >= 5 {
+                write::short_bytes(&mut result, b"meta");
+            }
+            // Metadata: flags, column count, and no columns (enough for the proxy).
+            result.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            w.server_sends(stream, Opcode::Result, &result);
+            let (up, down) =
+                w.client_sends(stream + 10, Opcode::Execute, &execute_body(id, version));
+            assert_eq!(
+                (up.len(), down.len()),
+                (1, 0),
+                "EXECUTE of a known, allowed id"
+            );
+        }
+    }
+}
+
+#[test]
+fn use_changes_the_keyspace_of_unqualified_names_once_the_server_confirms() {
+    let mut w = Wire::new(Setup::default().session(), 4);
+    w.log_in(&token("alice", NOW + 600));
+    let (up, _) = w.query(3, "USE shop");
+    assert_eq!(
+        up.len(),
+        1,
+        "USE is allowed to whoever holds a grant in the keyspace"
+    );
+    assert_eq!(w.session.keyspace(), None, "not before the server answers");
+    let mut result = 3i32.to_be_bytes().to_vec();
+    write::string(&mut result, "shop");
+    w.server_sends(3, Opcode::Result, &result);
+    assert_eq!(w.session.keyspace(), Some("shop"));
+    let (up, _) = w.query(4, "SELECT * FROM orders");
+    assert_eq!(up.len(), 1);
+    let (up, down) = w.query(5, "DELETE FROM customers WHERE id = 1");
+    assert!(up.is_empty());
+    assert!(down[0].error().1.contains("<table shop.customers>"));
+}
+
+#[test]
+fn a_batch_with_one_forbidden_child_is_denied_whole() {
+    let mut w = Wire::new(Setup::default().session(), 4);
+    w.log_in(&token("alice", NOW + 600));
+    let mut body = vec![0]; // LOGGED
+    body.extend_from_slice(&2u16.to_be_bytes());
+    for text in [
+        "INSERT INTO shop.orders (id) VALUES (1)",
+        "INSERT INTO shop.customers (id) VALUES (1)",
+    ] {
+        body.push(0);
+        write::long_string(&mut body, text);
+        body.extend_from_slice(&0u16.to_be_bytes());
+    }
+    body.extend_from_slice(&1u16.to_be_bytes());
+    body.push(0);
+    let (up, down) = w.client_sends(9, Opcode::Batch, &body);
+    assert!(up.is_empty());
+    assert!(down[0].error().1.contains("<table shop.customers>"));
+}
+
+#[test]
+fn answers_wait_for_the_server_stream_to_reach_a_frame_boundary() {
+    let mut w = Wire::new(Setup::default().session(), 4);
+    w.log_in(&token("alice", NOW + 600));
+    // A large RESULT is on its way to the client when a denial happens.
+    let rows = vec![7u8; 5000];
+    let mut result = 2i32.to_be_bytes().to_vec();
+    result.extend_from_slice(&rows);
+    let bytes = w.server.write(20, Opcode::Result, &result);
+    let (head, tail) = bytes.split_at(1000);
+    assert_eq!(w.session.feed(S2C, head, NOW), Action::Forward);
+    let mut to_client = head.to_vec();
+    let denied = w
+        .client
+        .write(21, Opcode::Query, &query_body("DROP KEYSPACE shop", 4));
+    assert_eq!(w.session.feed(C2S, &denied, NOW), Action::Replace);
+    assert!(!w.session.has_output(S2C), "not inside the RESULT");
+    assert_eq!(w.session.feed(S2C, tail, NOW), Action::Replace);
+    to_client.extend(w.session.take_output(S2C, Vec::new()));
+    let frames = w.client.read(&to_client);
+    let streams: Vec<i16> = frames.iter().map(|f| f.header.stream).collect();
+    assert_eq!(streams, [20, 21]);
+    assert_eq!(frames[0].body, result);
+}
+
+#[test]
+fn watching_sessions_forward_everything() {
+    let mut s = Session::watching(Limits::default());
+    let client = Peer::new(S2C, 4);
+    let bytes = client.write(0, Opcode::Query, &query_body("DROP KEYSPACE shop", 4));
+    assert_eq!(s.feed(C2S, &bytes, NOW), Action::Forward);
+    assert!(!s.has_output(C2S));
+}

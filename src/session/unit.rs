@@ -1,0 +1,77 @@
+//! The bytes of one frame (v3/v4) or one run of segments (v5) held until decided.
+
+use crate::codec::segment::write_segments;
+use crate::codec::Header;
+
+/// Buffers larger than this are released once a unit is done.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// What is held of the frame or segment run in progress.
+#[derive(Default)]
+pub(super) struct Unit {
+    /// The bytes as they came on the wire.
+    raw: Vec<u8>,
+    /// v5: the envelopes of the run that go on, in case one is dropped and the run must be
+    /// re-framed.
+    kept: Vec<u8>,
+    /// v5: an envelope of the run was dropped.
+    dropped: bool,
+}
+
+impl Unit {
+    pub(super) fn hold(&mut self, bytes: &[u8]) {
+        self.raw.extend_from_slice(bytes);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// A frame of the unit is whole and decided. Outside segments the frame is the unit: it
+    /// goes on as it came, or not at all. Inside segments the run goes on when it ends.
+    pub(super) fn frame_done(
+        &mut self,
+        header: &Header,
+        body: &[u8],
+        keep: bool,
+        in_segments: bool,
+        out: &mut Vec<u8>,
+    ) {
+        if in_segments {
+            if keep {
+                self.kept.extend_from_slice(&header.to_bytes());
+                self.kept.extend_from_slice(body);
+            } else {
+                self.dropped = true;
+            }
+        } else {
+            if keep {
+                out.extend_from_slice(&self.raw);
+            }
+            self.clear();
+        }
+    }
+
+    /// A run of segments ended on an envelope boundary: it goes on as it came when every
+    /// envelope was kept, else re-framed with the kept envelopes (nothing when none is left).
+    pub(super) fn run_done(&mut self, lz4: bool, out: &mut Vec<u8>) {
+        if !self.dropped {
+            out.extend_from_slice(&self.raw);
+        } else if !self.kept.is_empty() {
+            write_segments(&self.kept, lz4, out);
+        }
+        self.clear();
+    }
+
+    fn clear(&mut self) {
+        self.raw.clear();
+        self.kept.clear();
+        self.dropped = false;
+        if self.raw.capacity() > KEEP_CAPACITY {
+            self.raw = Vec::new();
+        }
+        if self.kept.capacity() > KEEP_CAPACITY {
+            self.kept = Vec::new();
+        }
+    }
+}
