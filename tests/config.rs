@@ -93,3 +93,81 @@ fn cql_is_accepted_in_stream_and_server_blocks() {
     let (ok, said, _) = test_config("contexts", &config_with_stream(&body));
     assert!(ok, "{said}");
 }
+
+/// A server block with `directives` on its own lines from line 4 of the stream body.
+fn server_with(directives: &str) -> String {
+    format!("server {{\nlisten 127.0.0.1:1;\nproxy_pass 127.0.0.1:2;\n{directives}\n}}")
+}
+
+#[test]
+fn identity_and_policy_mistakes_name_the_file_line_and_reason() {
+    let dir = harness::scratch_dir("identity-mistakes");
+    let garbage = dir.join("garbage.json");
+    std::fs::write(&garbage, "this is not a key").unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[roles.reader]\ngrant = [ { permissions = [\"SELEC\"], on = \"KEYSPACE shop\" } ]\n",
+    )
+    .unwrap();
+    let missing = dir.join("missing.json");
+    let cases = [
+        (
+            "cql on;\ncql_auth password;",
+            5,
+            "\"cql_auth\" invalid value \"password\": expected off, jwt, mtls or any".to_string(),
+        ),
+        (
+            &*format!("cql on;\ncql_jwt_keys {};", missing.display()),
+            5,
+            format!("\"{}\"", missing.display()),
+        ),
+        (
+            &*format!("cql on;\ncql_jwt_keys {};", garbage.display()),
+            5,
+            format!("\"{}\"", garbage.display()),
+        ),
+        (
+            &*format!("cql on;\ncql_auth jwt;\ncql_policy {};", policy.display()),
+            6,
+            format!("\"{}\", line 2", policy.display()),
+        ),
+        (
+            "cql on;\ncql_jwt_algorithms RS256 none;",
+            5,
+            "the algorithm \"none\" is never allowed".to_string(),
+        ),
+        (
+            "cql on;\ncql_jwt_leeway soon;",
+            5,
+            "invalid time \"soon\"".to_string(),
+        ),
+    ];
+    for (i, (directives, line, reason)) in cases.iter().enumerate() {
+        let (said, conf) = refused(&format!("identity-mistake-{i}"), &server_with(directives));
+        assert!(said.contains(reason.as_str()), "{directives}: {said}");
+        assert!(
+            said.contains(&format!("in {conf}:{}", stream_body_line(*line))),
+            "{directives}: {said}"
+        );
+    }
+}
+
+#[test]
+fn combinations_that_cannot_work_are_refused() {
+    for (directives, reason) in [
+        ("cql on;\ncql_auth jwt;", "\"cql_auth jwt\" needs \"cql_jwt_keys\" or \"cql_jwt_secret\""),
+        ("cql on;\ncql_auth any;", "\"cql_auth any\" needs \"cql_jwt_keys\" or \"cql_jwt_secret\""),
+    ] {
+        let (said, _) = refused("combination", &server_with(directives));
+        assert!(said.contains(reason), "{directives}: {said}");
+    }
+    let dir = harness::scratch_dir("policy-without-auth");
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, "[roles.reader]\n").unwrap();
+    let (said, _) = refused(
+        "policy-without-auth",
+        &server_with(&format!("cql on;\ncql_policy {};", policy.display())),
+    );
+    assert!(said.contains("\"cql_policy\" needs \"cql_auth\""), "{said}");
+}
