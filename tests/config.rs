@@ -16,10 +16,27 @@ fn the_example_configuration_is_accepted() {
             "load_module modules/ngx_stream_cql_module.so;\n",
             &load_module_lines(),
         )
-        .replace("127.0.0.1:9042;", &format!("127.0.0.1:{};", free_port()));
+        .replace("127.0.0.1:9042;", &format!("127.0.0.1:{};", free_port()))
+        .replace("cql/jwks.json", &example_keys())
+        .replace(
+            "cql/policy.toml",
+            &repo_dir().join("nginx-conf/policy.toml").display().to_string(),
+        );
     let (ok, said, _) = test_config("example", &config);
     assert!(ok, "nginx -t refused the example:\n{said}");
     assert!(said.contains("test is successful"), "{said}");
+}
+
+/// A JWKS made by `cql-token`, as `make run` makes one for the example.
+fn example_keys() -> String {
+    let dir = harness::scratch_dir("example-keys");
+    let out = std::process::Command::new(harness::profile_dir().join("cql-token"))
+        .args(["keygen", "--kid", "demo-1", "--out"])
+        .arg(&dir)
+        .output()
+        .expect("run cql-token");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dir.join("jwks.json").display().to_string()
 }
 
 /// Runs `nginx -t` on a stream body that must be refused, returning what NGINX said.
