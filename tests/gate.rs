@@ -8,7 +8,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use harness::{cqlsh, free_port, profile_dir, python, repo_dir, run_ok, scratch_dir, DevServer, Nginx};
+use harness::{
+    cqlsh, free_port, profile_dir, python, repo_dir, run_ok, scratch_dir, DevServer, Nginx,
+};
 
 const ISSUER: &str = "https://idp.example.test/realms/ops";
 const AUDIENCE: &str = "cassandra";
@@ -42,7 +44,10 @@ principals = ["olivia"]
 
 fn cql_token(args: &[&str]) -> String {
     let out = run_ok(Command::new(profile_dir().join("cql-token")).args(args));
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
 }
 
 /// Keys, a policy and tokens in a fresh folder.
@@ -59,7 +64,15 @@ impl Material {
         cql_token(&["keygen", "--kid", "ec-1", "--alg", "ES256", "--out", keys]);
         // A key the proxy does not trust, under a kid it does.
         let other = dir.join("other");
-        cql_token(&["keygen", "--kid", "rsa-1", "--alg", "RS256", "--out", other.to_str().unwrap()]);
+        cql_token(&[
+            "keygen",
+            "--kid",
+            "rsa-1",
+            "--alg",
+            "RS256",
+            "--out",
+            other.to_str().unwrap(),
+        ]);
         std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
         Material { dir }
     }
@@ -71,7 +84,9 @@ impl Material {
     /// A token for `sub` in `groups`, valid for an hour unless `extra` says otherwise.
     fn token(&self, sub: &str, groups: &[&str], extra: &[&str]) -> String {
         let key = self.path("keys/rsa-1.key");
-        let mut args = vec!["mint", "--key", &key, "--sub", sub, "--iss", ISSUER, "--aud", AUDIENCE];
+        let mut args = vec![
+            "mint", "--key", &key, "--sub", sub, "--iss", ISSUER, "--aud", AUDIENCE,
+        ];
         let claims: Vec<String> = groups.iter().map(|g| format!("groups={g}")).collect();
         for c in &claims {
             args.extend(["--claim", c.as_str()]);
@@ -131,39 +146,113 @@ fn tokens_log_in_on_v4_and_v5_and_refusals_say_why() {
         {"cql": "SELECT release_version FROM system.local", "rows": 1},
     ]);
     for protocol in ["4", "5"] {
-        let out = gate(port, &m.dir, "valid", &["--protocol", protocol, "--token", &good], plan.clone());
-        assert!(out.contains(&format!("connected: protocol v{protocol}")), "{out}");
+        let out = gate(
+            port,
+            &m.dir,
+            "valid",
+            &["--protocol", protocol, "--token", &good],
+            plan.clone(),
+        );
+        assert!(
+            out.contains(&format!("connected: protocol v{protocol}")),
+            "{out}"
+        );
     }
-    gate(port, &m.dir, "lz4", &["--protocol", "5", "--compression", "lz4", "--token", &good], plan);
+    gate(
+        port,
+        &m.dir,
+        "lz4",
+        &["--protocol", "5", "--compression", "lz4", "--token", &good],
+        plan,
+    );
 
     let rsa_pub = m.path("keys/rsa-1.pub.pem");
     let other_key = m.path("other/rsa-1.key");
     let refused = |token: String, reason: &str| serde_json::json!({"connect": "refused", "token": token, "reason": reason});
     let plan = serde_json::json!([
-        refused(m.token("alice", &[], &["--exp-in", "-120"]), "token expired"),
-        refused(m.token("alice", &[], &["--nbf-in", "600"]), "token not yet valid"),
         refused(
-            cql_token(&["mint", "--key", &m.path("keys/rsa-1.key"), "--sub", "alice", "--iss", ISSUER, "--aud", "other"]),
+            m.token("alice", &[], &["--exp-in", "-120"]),
+            "token expired"
+        ),
+        refused(
+            m.token("alice", &[], &["--nbf-in", "600"]),
+            "token not yet valid"
+        ),
+        refused(
+            cql_token(&[
+                "mint",
+                "--key",
+                &m.path("keys/rsa-1.key"),
+                "--sub",
+                "alice",
+                "--iss",
+                ISSUER,
+                "--aud",
+                "other"
+            ]),
             "token audience is not accepted"
         ),
         refused(
-            cql_token(&["mint", "--key", &m.path("keys/rsa-1.key"), "--sub", "alice", "--iss", "https://evil.test/", "--aud", AUDIENCE]),
+            cql_token(&[
+                "mint",
+                "--key",
+                &m.path("keys/rsa-1.key"),
+                "--sub",
+                "alice",
+                "--iss",
+                "https://evil.test/",
+                "--aud",
+                AUDIENCE
+            ]),
             "token issuer is not accepted"
         ),
         refused(
-            cql_token(&["mint", "--key", &other_key, "--sub", "alice", "--iss", ISSUER, "--aud", AUDIENCE]),
+            cql_token(&[
+                "mint", "--key", &other_key, "--sub", "alice", "--iss", ISSUER, "--aud", AUDIENCE
+            ]),
             "token signature does not verify"
         ),
         refused(
-            cql_token(&["mint", "--key", &m.path("keys/rsa-1.key"), "--kid", "rsa-9", "--sub", "alice", "--iss", ISSUER, "--aud", AUDIENCE]),
-            "token signed with unknown key id \\\"rsa-9\\\"".replace("\\\"", "\"").as_str()
+            cql_token(&[
+                "mint",
+                "--key",
+                &m.path("keys/rsa-1.key"),
+                "--kid",
+                "rsa-9",
+                "--sub",
+                "alice",
+                "--iss",
+                ISSUER,
+                "--aud",
+                AUDIENCE
+            ]),
+            "token signed with unknown key id \\\"rsa-9\\\""
+                .replace("\\\"", "\"")
+                .as_str()
         ),
         refused(
-            cql_token(&["mint", "--alg", "none", "--kid", "rsa-1", "--sub", "alice", "--iss", ISSUER, "--aud", AUDIENCE]),
+            cql_token(&[
+                "mint", "--alg", "none", "--kid", "rsa-1", "--sub", "alice", "--iss", ISSUER,
+                "--aud", AUDIENCE
+            ]),
             "token algorithm none is not allowed"
         ),
         refused(
-            cql_token(&["mint", "--alg", "HS256", "--secret-file", &rsa_pub, "--kid", "rsa-1", "--sub", "alice", "--iss", ISSUER, "--aud", AUDIENCE]),
+            cql_token(&[
+                "mint",
+                "--alg",
+                "HS256",
+                "--secret-file",
+                &rsa_pub,
+                "--kid",
+                "rsa-1",
+                "--sub",
+                "alice",
+                "--iss",
+                ISSUER,
+                "--aud",
+                AUDIENCE
+            ]),
             "token algorithm HS256 is not allowed"
         ),
         refused("not-a-token".to_string(), "not a JWT"),
@@ -172,9 +261,7 @@ fn tokens_log_in_on_v4_and_v5_and_refusals_say_why() {
     assert_eq!(out.matches("refused:").count(), 9, "{out}");
     gate(port, &m.dir, "refused-v5", &["--protocol", "5"], plan);
     let log = nginx.stop();
-    for secret in [good.as_str()] {
-        assert!(!log.contains(secret), "a token reached the error log");
-    }
+    assert!(!log.contains(&good), "a token reached the error log");
 }
 
 #[test]
@@ -205,8 +292,14 @@ fn a_password_protected_upstream_sees_only_the_service_credentials() {
     let server = DevServer::start(&["--auth", "password", "--user", "svc_proxy:s3rvice"]);
     std::fs::write(material.dir.join("upstream-password"), "s3rvice\n").unwrap();
     let port = free_port();
-    let extra = format!("cql_upstream_auth svc_proxy {};", material.path("upstream-password"));
-    let _nginx = Nginx::start("gate-upstream-login", &material.server_block(port, server.port, &extra));
+    let extra = format!(
+        "cql_upstream_auth svc_proxy {};",
+        material.path("upstream-password")
+    );
+    let _nginx = Nginx::start(
+        "gate-upstream-login",
+        &material.server_block(port, server.port, &extra),
+    );
     let token = material.token("alice", &["analysts"], &[]);
     for protocol in ["4", "5"] {
         gate(
@@ -225,8 +318,14 @@ fn a_password_protected_upstream_sees_only_the_service_credentials() {
     // Wrong service credentials: the client gets Cassandra's refusal.
     std::fs::write(material.dir.join("wrong-password"), "wrong\n").unwrap();
     let port = free_port();
-    let extra = format!("cql_upstream_auth svc_proxy {};", material.path("wrong-password"));
-    let _nginx = Nginx::start("gate-upstream-wrong", &material.server_block(port, server.port, &extra));
+    let extra = format!(
+        "cql_upstream_auth svc_proxy {};",
+        material.path("wrong-password")
+    );
+    let _nginx = Nginx::start(
+        "gate-upstream-wrong",
+        &material.server_block(port, server.port, &extra),
+    );
     gate(
         port,
         &material.dir,
@@ -287,7 +386,13 @@ fn statements_are_authorized_per_keyspace_table_and_operation() {
             {"batch": ["INSERT INTO shop.orders (id, item) VALUES (2, 'a')", "INSERT INTO shop.customers (id, name) VALUES (2, 'b')"],
              "expect": "ok"},
         ]);
-        gate(port, &m.dir, "owner", &["--protocol", protocol, "--token", &olivia], plan);
+        gate(
+            port,
+            &m.dir,
+            "owner",
+            &["--protocol", protocol, "--token", &olivia],
+            plan,
+        );
 
         let plan = serde_json::json!([
             {"connect": "ok"},
@@ -318,7 +423,13 @@ fn statements_are_authorized_per_keyspace_table_and_operation() {
             // A batch with one forbidden child is denied whole.
             {"batch": ["INSERT INTO shop.orders (id, item) VALUES (9, 'a')"], "expect": "unauthorized"},
         ]);
-        gate(port, &m.dir, "reader", &["--protocol", protocol, "--token", &alice], plan);
+        gate(
+            port,
+            &m.dir,
+            "reader",
+            &["--protocol", protocol, "--token", &alice],
+            plan,
+        );
     }
 }
 
@@ -361,7 +472,14 @@ fn prepared_ids_survive_a_reload_and_the_new_policy_decides() {
     std::fs::write(&plan_file, plan.to_string()).unwrap();
     let mut child = Command::new(python())
         .arg(repo_dir().join("tests/clients/gate.py"))
-        .args(["--port", &port.to_string(), "--protocol", "4", "--token", &alice])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--protocol",
+            "4",
+            "--token",
+            &alice,
+        ])
         .arg(&plan_file)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -411,12 +529,42 @@ fn verified_client_certificates_are_identities() {
     let dir = |name: &str| m.path(name);
     cql_token(&["ca", "--out", &dir("ca"), "--cn", "Test CA"]);
     cql_token(&["ca", "--out", &dir("rogue-ca"), "--cn", "Rogue CA"]);
-    cql_token(&["cert", "--ca", &dir("ca"), "--cn", "localhost", "--server", "--out", &dir("server")]);
     cql_token(&[
-        "cert", "--ca", &dir("ca"), "--cn", "etl-loader", "--o", "Example", "--ou", "analysts",
-        "--san-uri", "spiffe://example.org/ns/etl/sa/loader", "--out", &dir("client"),
+        "cert",
+        "--ca",
+        &dir("ca"),
+        "--cn",
+        "localhost",
+        "--server",
+        "--out",
+        &dir("server"),
     ]);
-    cql_token(&["cert", "--ca", &dir("rogue-ca"), "--cn", "etl-loader", "--ou", "analysts", "--out", &dir("rogue")]);
+    cql_token(&[
+        "cert",
+        "--ca",
+        &dir("ca"),
+        "--cn",
+        "etl-loader",
+        "--o",
+        "Example",
+        "--ou",
+        "analysts",
+        "--san-uri",
+        "spiffe://example.org/ns/etl/sa/loader",
+        "--out",
+        &dir("client"),
+    ]);
+    cql_token(&[
+        "cert",
+        "--ca",
+        &dir("rogue-ca"),
+        "--cn",
+        "etl-loader",
+        "--ou",
+        "analysts",
+        "--out",
+        &dir("rogue"),
+    ]);
     let server = DevServer::start(&[]);
     run_ok(Command::new(python()).arg("-c").arg(format!(
         "from cassandra.cluster import Cluster\n\
@@ -452,7 +600,16 @@ fn verified_client_certificates_are_identities() {
             port,
             &m.dir,
             "mtls-valid",
-            &["--protocol", protocol, "--ca", &ca, "--cert", &dir("client.pem"), "--key", &dir("client.key")],
+            &[
+                "--protocol",
+                protocol,
+                "--ca",
+                &ca,
+                "--cert",
+                &dir("client.pem"),
+                "--key",
+                &dir("client.key"),
+            ],
             serde_json::json!([
                 {"connect": "ok"},
                 {"cql": "SELECT * FROM shop.orders", "expect": "ok"},
@@ -462,13 +619,28 @@ fn verified_client_certificates_are_identities() {
         );
     }
     let refused = serde_json::json!([{"connect": "refused", "reason": "requires a verified TLS client certificate"}]);
-    gate(port, &m.dir, "mtls-none", &["--protocol", "4", "--ca", &ca], refused);
+    gate(
+        port,
+        &m.dir,
+        "mtls-none",
+        &["--protocol", "4", "--ca", &ca],
+        refused,
+    );
     // A certificate of another CA: NGINX ends the TLS session itself and logs why.
     gate(
         port,
         &m.dir,
         "mtls-untrusted",
-        &["--protocol", "4", "--ca", &ca, "--cert", &dir("rogue.pem"), "--key", &dir("rogue.key")],
+        &[
+            "--protocol",
+            "4",
+            "--ca",
+            &ca,
+            "--cert",
+            &dir("rogue.pem"),
+            "--key",
+            &dir("rogue.key"),
+        ],
         serde_json::json!([{"connect": "refused"}]),
     );
     let log = _nginx.stop();

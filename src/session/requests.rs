@@ -195,7 +195,12 @@ impl Session {
                 "The connection is not authenticated".to_string(),
             ));
         };
-        if identity.expires_at.is_some_and(|expiry| now > expiry) {
+        // Tokens expire as the validator sees it (with its leeway); certificates at notAfter.
+        let expired = match (&self.config.jwt, identity.source) {
+            (Some(validator), crate::identity::Source::Token) => validator.expired(identity, now),
+            _ => identity.expires_at.is_some_and(|expiry| now > expiry),
+        };
+        if expired {
             return Err(Refusal::Unauthorized(format!(
                 "User {}: token expired; reconnect with a fresh token",
                 identity.principal

@@ -1,0 +1,108 @@
+//! Fuzzes the gate: a session with token authentication and a policy, fed chunks from both
+//! peers. Half of the inputs start with a valid handshake (STARTUP, READY, a valid token), so
+//! the bytes that follow reach request authorization, prepared ids and re-framing.
+#![no_main]
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use libfuzzer_sys::fuzz_target;
+use ngx_stream_cql_module::codec::segment::write_segment;
+use ngx_stream_cql_module::codec::{Framing, Opcode};
+use ngx_stream_cql_module::policy::Policy;
+use ngx_stream_cql_module::session::{
+    Action, AuthMode, Capacities, Config, Direction, Limits, Session, Shared,
+};
+
+#[path = "common.rs"]
+mod common;
+
+const POLICY: &str = r#"
+[roles.reader]
+grant = [ { permissions = ["SELECT"], on = "KEYSPACE ks" } ]
+[[bind]]
+role = "reader"
+groups = ["g"]
+"#;
+
+fn session() -> Session {
+    let config = Config {
+        limits: Limits::default(),
+        auth: AuthMode::Token,
+        jwt: Some(common::validator()),
+        generation: 1,
+        upstream_login: None,
+        policy: Some(Rc::new(Policy::parse(POLICY).expect("policy"))),
+    };
+    Session::new(
+        Rc::new(config),
+        Rc::new(RefCell::new(Shared::new(Capacities::default()))),
+        None,
+    )
+}
+
+fn feed(s: &mut Session, from: Direction, bytes: &[u8]) -> bool {
+    let go_on = matches!(
+        s.feed(from, bytes, common::NOW),
+        Action::Forward | Action::Replace
+    );
+    let _ = s.take_output(Direction::ClientToServer, Vec::new());
+    let _ = s.take_output(Direction::ServerToClient, Vec::new());
+    go_on
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&ctl, mut rest)) = data.split_first() else {
+        return;
+    };
+    let version = if ctl & 1 == 0 { 4 } else { 5 };
+    let mut s = session();
+    let mut segments = false;
+    if ctl & 2 != 0 {
+        let f = Framing::envelopes(version);
+        let mut b = Vec::new();
+        f.write_startup(1, &[("CQL_VERSION", "3.0.0")], &mut b);
+        feed(&mut s, Direction::ClientToServer, &b);
+        b.clear();
+        f.write_ready(1, &mut b);
+        feed(&mut s, Direction::ServerToClient, &b);
+        segments = version == 5;
+        let f = if segments { Framing::v5_segments(false) } else { f };
+        let tok = common::token(&serde_json::json!({"sub": "fuzz", "exp": common::NOW + 60, "groups": ["g"]}));
+        b.clear();
+        f.write_auth_response_plain(2, "fuzz", &tok, &mut b);
+        feed(&mut s, Direction::ClientToServer, &b);
+    }
+    // Chunks: a control byte (direction, wrap as a frame, length) then the bytes.
+    while let Some((&c, tail)) = rest.split_first() {
+        let n = usize::from(c >> 2).min(tail.len()) * 4;
+        let n = n.min(tail.len());
+        let (chunk, t) = tail.split_at(n);
+        rest = t;
+        let from = if c & 1 == 0 {
+            Direction::ClientToServer
+        } else {
+            Direction::ServerToClient
+        };
+        let mut bytes = chunk.to_vec();
+        if c & 2 != 0 && from == Direction::ClientToServer {
+            // A request frame whose body is the chunk, with an opcode from its first byte.
+            let opcode = match chunk.first().copied().unwrap_or(0) % 4 {
+                0 => Opcode::Query,
+                1 => Opcode::Prepare,
+                2 => Opcode::Execute,
+                _ => Opcode::Batch,
+            };
+            let mut env = Vec::new();
+            Framing::envelopes(version).write_envelope(3, opcode, 0, chunk.get(1..).unwrap_or(&[]), &mut env);
+            bytes.clear();
+            if segments {
+                write_segment(&env, true, false, &mut bytes);
+            } else {
+                bytes = env;
+            }
+        }
+        if !feed(&mut s, from, &bytes) {
+            return;
+        }
+    }
+});
