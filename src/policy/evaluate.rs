@@ -136,10 +136,10 @@ pub(crate) fn decide(
     resource: &Resource<'_>,
 ) -> Outcome {
     let mut allow: Option<u32> = None;
-    for (i, rule) in model.rules.iter().enumerate() {
-        if !roles.members.contains(rule.role) {
+    for &i in &roles.rules {
+        let Some(rule) = model.rules.get(i as usize) else {
             continue;
-        }
+        };
         if rule.deny {
             let names = match check {
                 Check::Permission(p) => rule.permissions.contains(p),
@@ -150,7 +150,7 @@ pub(crate) fn decide(
             if names && rule.pattern.covers(resource) {
                 return Outcome {
                     allowed: false,
-                    by: By::Rule(i as u32),
+                    by: By::Rule(i),
                 };
             }
         } else if allow.is_none() {
@@ -162,7 +162,7 @@ pub(crate) fn decide(
                 (Check::DescribeAny | Check::UseKeyspace, _) => rule.pattern.covers(resource),
             };
             if applies {
-                allow = Some(i as u32);
+                allow = Some(i);
             }
         }
     }
@@ -190,7 +190,7 @@ pub(crate) fn rule_text(model: &Model, by: By, check: Check, resource: &Resource
         By::Rule(i) => model
             .rules
             .get(i as usize)
-            .map_or_else(String::new, |r| r.text.to_string()),
+            .map_or_else(String::new, |r| String::from(&*r.text)),
         By::Superuser(r) => model
             .roles
             .get(r as usize)

@@ -29,7 +29,8 @@ struct Inner {
 /// A role set in terms of one policy's role indices.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Resolved {
-    pub members: Bits,
+    /// The indices of the members' rules, in file order: all a decision has to look at.
+    pub rules: Vec<u32>,
     /// The first member (by name) that is a superuser.
     pub superuser: Option<u32>,
     /// Per [`Guardrail::index`]: the first member (by name) refusing the feature.
@@ -116,7 +117,13 @@ fn resolved(model: &Model, members: Bits) -> Resolved {
             }
         }
     }
-    r.members = members;
+    r.rules = model
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, rule)| members.contains(rule.role))
+        .map(|(i, _)| i as u32)
+        .collect();
     r
 }
 
