@@ -20,7 +20,10 @@ fn the_example_configuration_is_accepted() {
         .replace("cql/jwks.json", &example_keys())
         .replace(
             "cql/policy.toml",
-            &repo_dir().join("nginx-conf/policy.toml").display().to_string(),
+            &repo_dir()
+                .join("nginx-conf/policy.toml")
+                .display()
+                .to_string(),
         );
     let (ok, said, _) = test_config("example", &config);
     assert!(ok, "nginx -t refused the example:\n{said}");
@@ -35,7 +38,11 @@ fn example_keys() -> String {
         .arg(&dir)
         .output()
         .expect("run cql-token");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir.join("jwks.json").display().to_string()
 }
 
@@ -173,8 +180,14 @@ fn identity_and_policy_mistakes_name_the_file_line_and_reason() {
 #[test]
 fn combinations_that_cannot_work_are_refused() {
     for (directives, reason) in [
-        ("cql on;\ncql_auth jwt;", "\"cql_auth jwt\" needs \"cql_jwt_keys\" or \"cql_jwt_secret\""),
-        ("cql on;\ncql_auth any;", "\"cql_auth any\" needs \"cql_jwt_keys\" or \"cql_jwt_secret\""),
+        (
+            "cql on;\ncql_auth jwt;",
+            "\"cql_auth jwt\" needs \"cql_jwt_keys\" or \"cql_jwt_secret\"",
+        ),
+        (
+            "cql on;\ncql_auth any;",
+            "\"cql_auth any\" needs \"cql_jwt_keys\" or \"cql_jwt_secret\"",
+        ),
     ] {
         let (said, _) = refused("combination", &server_with(directives));
         assert!(said.contains(reason), "{directives}: {said}");
