@@ -3,7 +3,7 @@ use std::sync::OnceLock;
 
 use ngx_stream_cql_module::identity::{JwtSettings, JwtValidator};
 
-pub const SECRET: &[u8] = b"fuzzing secret, not a real one";
+pub const SECRET: &[u8] = b"fuzzing secret of 32 bytes or more, not a real one";
 pub const NOW: u64 = 1_800_000_000;
 
 pub fn validator() -> JwtValidator {
