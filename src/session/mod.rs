@@ -183,15 +183,21 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session that only watches (no `cql_auth`), with default caches.
+    /// A session that only watches (no `cql_auth`): it decides nothing, so it gets caches
+    /// of its own that hold nothing rather than allocating worker-sized ones.
     pub fn watching(limits: Limits) -> Self {
         let config = Config {
             limits,
             ..Config::default()
         };
+        let nothing = Capacities {
+            prepared: 0,
+            decisions: 0,
+            tokens: 0,
+        };
         Session::new(
             Rc::new(config),
-            Rc::new(RefCell::new(Shared::new(Capacities::default()))),
+            Rc::new(RefCell::new(Shared::new(nothing))),
             None,
         )
     }
