@@ -68,7 +68,7 @@ pub(super) struct Ctx {
 /// A buffer handed to NGINX: the header and the bytes it points at live until sent.
 struct Inflight {
     buf: Box<ngx_buf_t>,
-    _data: Vec<u8>,
+    data: Vec<u8>,
 }
 
 /// How many emptied buffers a connection keeps for reuse, and up to which size.
@@ -178,6 +178,10 @@ unsafe extern "C" fn cql_filter(
     if ctx.closing {
         return flush_then_close(s, chain);
     }
+    if chain.is_null() {
+        // NGINX asks only for what is pending to be flushed.
+        return next(s, chain, from_upstream);
+    }
     let direction = if from_upstream != 0 {
         Direction::ServerToClient
     } else {
@@ -274,7 +278,7 @@ impl Ctx {
                     break;
                 }
                 if let Some(done) = queue.pop_front() {
-                    let mut data = done._data;
+                    let mut data = done.data;
                     if self.spare.len() < SPARE_BUFFERS && data.capacity() <= SPARE_CAPACITY {
                         data.clear();
                         self.spare.push(data);
@@ -310,7 +314,7 @@ impl Ctx {
             Direction::ClientToServer => (0, 0),
             Direction::ServerToClient => (1, 1),
         };
-        self.inflight[queue].push_back(Inflight { buf, _data: data });
+        self.inflight[queue].push_back(Inflight { buf, data });
         let rc = next(s, &mut link, up);
         self.reclaim();
         rc
