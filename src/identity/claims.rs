@@ -26,6 +26,8 @@ pub(crate) struct ClaimRules {
     pub(crate) required: Vec<String>,
     pub(crate) principal: String,
     pub(crate) roles: Option<String>,
+    /// Configured claims copied into the attributes after the standard ones.
+    pub(crate) attributes: Vec<String>,
 }
 
 /// The claim `name`: the top-level claim of that exact name if there is one (names such as
@@ -156,15 +158,41 @@ impl ClaimRules {
         Ok(Identity {
             principal,
             groups,
-            attributes: attributes(claims),
+            attributes: self.attributes(claims),
             expires_at: Some(exp),
             source: Source::Token,
         })
     }
 }
 
-/// The attributes a policy may bind roles on (see [`ATTRIBUTE_CLAIMS`]), in that order, with
-/// one `aud` pair per audience after `iss`.
+impl ClaimRules {
+    /// The attributes a policy may bind roles on: the standard claims (see
+    /// [`ATTRIBUTE_CLAIMS`]), then each configured claim present as text, number or boolean
+    /// (an array gives one pair per such element; objects are skipped).
+    fn attributes(&self, claims: &Map<String, Value>) -> Vec<(String, String)> {
+        let mut out = attributes(claims);
+        for name in &self.attributes {
+            if ATTRIBUTE_CLAIMS.contains(&name.as_str()) {
+                continue;
+            }
+            let mut add = |v: &Value| match v {
+                Value::String(s) => out.push((name.clone(), s.clone())),
+                Value::Number(n) => out.push((name.clone(), n.to_string())),
+                Value::Bool(b) => out.push((name.clone(), b.to_string())),
+                _ => {}
+            };
+            match lookup(claims, name) {
+                Some(Value::Array(items)) => items.iter().for_each(&mut add),
+                Some(v) => add(v),
+                None => {}
+            }
+        }
+        out
+    }
+}
+
+/// The standard attributes (see [`ATTRIBUTE_CLAIMS`]), in that order, with one `aud` pair
+/// per audience after `iss`.
 fn attributes(claims: &Map<String, Value>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for name in ATTRIBUTE_CLAIMS {
@@ -203,6 +231,7 @@ mod tests {
             required: vec![],
             principal: "sub".into(),
             roles: None,
+            attributes: vec![],
         }
     }
 
@@ -292,6 +321,38 @@ mod tests {
             ("azp", "cli"),
             ("email", "alice@example.com"),
             ("email_verified", "true"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(attrs, want);
+    }
+
+    #[test]
+    fn configured_claims_become_attributes() {
+        let mut r = rules();
+        r.attributes = vec![
+            "pipeline_slug".into(),
+            "build.number".into(),
+            "tags".into(),
+            "pr".into(),
+            "obj".into(),
+            "absent".into(),
+            "sub".into(),
+        ];
+        let c = obj(json!({
+            "exp": 100, "sub": "s", "pipeline_slug": "shop-deploy", "build": {"number": 42},
+            "tags": ["a", 1, {"x": 1}], "pr": false, "obj": {"a": "b"}
+        }));
+        let attrs = r.identity(&c, 0).unwrap().attributes;
+        let want = [
+            ("sub", "s"),
+            ("pipeline_slug", "shop-deploy"),
+            ("build.number", "42"),
+            ("tags", "a"),
+            ("tags", "1"),
+            ("pr", "false"),
         ];
         let want: Vec<(String, String)> = want
             .iter()

@@ -46,6 +46,10 @@ pub struct JwtSettings {
     /// The claim that lists roles or groups, e.g. `groups` or `realm_access.roles`: a string
     /// or an array of strings.
     pub roles_claim: Option<String>,
+    /// Further claims copied into the identity's attributes under their own name, for
+    /// policies to bind roles on (e.g. `pipeline_slug`, `branchName`); dotted paths allowed.
+    /// A string, number or boolean gives one attribute, an array one per element.
+    pub attribute_claims: Vec<String>,
 }
 
 impl Default for JwtSettings {
@@ -60,6 +64,7 @@ impl Default for JwtSettings {
             required_claims: Vec::new(),
             principal_claim: "sub".into(),
             roles_claim: None,
+            attribute_claims: Vec::new(),
         }
     }
 }
@@ -163,6 +168,7 @@ impl JwtValidator {
                 required: settings.required_claims.clone(),
                 principal: settings.principal_claim.clone(),
                 roles: settings.roles_claim.clone(),
+                attributes: settings.attribute_claims.clone(),
             },
             notes,
         })

@@ -25,7 +25,7 @@ static mut CTX: ngx_stream_module_t = ngx_stream_module_t {
 /// Context of a directive: `stream` and `server` blocks.
 const STREAM_AND_SERVER: u32 = NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF;
 
-static mut COMMANDS: [ngx_command_t; 20] = [
+static mut COMMANDS: [ngx_command_t; 21] = [
     ngx_command_t {
         name: ngx_string!("cql"),
         type_: (STREAM_AND_SERVER | NGX_CONF_FLAG) as _,
@@ -68,6 +68,7 @@ static mut COMMANDS: [ngx_command_t; 20] = [
     setting(ngx_string!("cql_jwt_require_claims"), NGX_CONF_1MORE),
     setting(ngx_string!("cql_jwt_claim_principal"), NGX_CONF_TAKE1),
     setting(ngx_string!("cql_jwt_claim_roles"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_jwt_claim_attributes"), NGX_CONF_1MORE),
     setting(ngx_string!("cql_token_cache"), NGX_CONF_TAKE1),
     setting(ngx_string!("cql_decision_cache"), NGX_CONF_TAKE1),
     setting(ngx_string!("cql_prepared_cache"), NGX_CONF_TAKE1),

@@ -36,6 +36,7 @@ pub struct Settings {
     jwt_required_claims: Option<Vec<String>>,
     jwt_principal_claim: Option<String>,
     jwt_roles_claim: Option<String>,
+    jwt_attribute_claims: Option<Vec<String>>,
     token_cache: Option<usize>,
     decision_cache: Option<usize>,
     prepared_cache: Option<usize>,
@@ -85,6 +86,7 @@ impl Settings {
         take(&mut self.jwt_required_claims, &parent.jwt_required_claims);
         take(&mut self.jwt_principal_claim, &parent.jwt_principal_claim);
         take(&mut self.jwt_roles_claim, &parent.jwt_roles_claim);
+        take(&mut self.jwt_attribute_claims, &parent.jwt_attribute_claims);
         take(&mut self.token_cache, &parent.token_cache);
         take(&mut self.decision_cache, &parent.decision_cache);
         take(&mut self.prepared_cache, &parent.prepared_cache);
@@ -107,6 +109,7 @@ impl Settings {
                 .clone()
                 .unwrap_or(defaults.principal_claim),
             roles_claim: self.jwt_roles_claim.clone().or(defaults.roles_claim),
+            attribute_claims: self.jwt_attribute_claims.clone().unwrap_or_default(),
         }
     }
 
@@ -255,6 +258,10 @@ impl Settings {
                 }
                 self.jwt_roles_claim = args.first().map(|a| a.to_string());
             }
+            "cql_jwt_claim_attributes" => self
+                .jwt_attribute_claims
+                .get_or_insert_with(Vec::new)
+                .extend(strings(args)),
             "cql_token_cache" | "cql_decision_cache" | "cql_prepared_cache" => {
                 let n = parse_count(args.first().copied().unwrap_or_default())?;
                 let slot = match name {
