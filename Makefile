@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test setup build venv lint test-debian-nginx bench fuzz-smoke
+.PHONY: run test setup build venv lint test-debian-nginx bench bench-e2e fuzz-smoke
 
 run: setup
 	$(CARGO) build --release --workspace
@@ -49,9 +49,15 @@ fuzz-smoke:
 		echo "fuzz $$t: $$(grep -E '^Done [0-9]+ runs' $$log)"; \
 	done
 
-# Criterion benchmarks of the pure code (codec, classifier).
+# Criterion benchmarks of the pure code (codec, classifier), then the end-to-end run:
+# the development server direct, through a plain proxy_pass and through the module, in one
+# run (BENCHMARKS.md, docs/bench/*.png; BENCH_QUICK=1 for a short run).
 bench:
 	$(CARGO) bench --bench codec --bench classify
+	$(MAKE) bench-e2e
+
+bench-e2e:
+	CARGO="$(CARGO)" scripts/bench
 
 # Builds the module against Debian's packaged nginx (as the Dockerfile does), checks the
 # container's configuration, and runs the configuration and pass-through tests with
