@@ -256,6 +256,54 @@ fn ca_and_client_certificate_carry_the_claims() {
 }
 
 #[test]
+fn a_certificate_without_cn_is_named_by_its_san_as_a_mesh_workload() {
+    let dir = Dir::new("svid");
+    let out = dir.0.to_str().unwrap();
+    run(&["ca", "--out", out, "--cn", "cluster.local mesh CA"]);
+    let spiffe = "spiffe://cluster.local/ns/payments/sa/ledger";
+    run(&[
+        "cert",
+        "--ca",
+        out,
+        "--san-uri",
+        spiffe,
+        "--out",
+        &dir.path("ledger"),
+    ]);
+    let pem = std::fs::read_to_string(dir.0.join("ledger.pem")).unwrap();
+    let id = identity_from_pem(&pem).unwrap();
+    assert_eq!(id.principal, spiffe);
+    assert!(id.groups.is_empty());
+    assert!(id.attributes.contains(&("uri".into(), spiffe.into())));
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(dir.0.join("ledger.pem"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("X509v3 Subject Alternative Name: critical"),
+        "{text}"
+    );
+    let verify = Command::new("openssl")
+        .args(["verify", "-purpose", "sslclient", "-CAfile"])
+        .arg(dir.0.join("ca.pem"))
+        .arg(dir.0.join("ledger.pem"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success());
+    // Neither a CN nor a SAN: nothing would name the holder.
+    let none = Command::new(env!("CARGO_BIN_EXE_cql-token"))
+        .args(["cert", "--ca", out, "--out", &dir.path("nobody")])
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("needs --cn or a subject alternative name")
+    );
+}
+
+#[test]
 fn help_and_mistakes() {
     assert!(run(&["--help"]).contains("cql-token keygen"));
     for bad in [

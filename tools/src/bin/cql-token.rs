@@ -45,10 +45,12 @@ USAGE
   cql-token ca --out DIR [--cn NAME] [--o ORG] [--days 3650]
       Writes a CA certificate DIR/ca.pem and its key DIR/ca.key (ECDSA P-256).
 
-  cql-token cert --ca DIR --cn NAME --out PREFIX [--o ORG] [--ou UNIT]... [--san-email E]...
+  cql-token cert --ca DIR [--cn NAME] --out PREFIX [--o ORG] [--ou UNIT]... [--san-email E]...
                  [--san-dns D]... [--san-uri U]... [--server] [--days 365]
       Writes PREFIX.pem and PREFIX.key signed by the CA in DIR: a client certificate, or
       with --server a server certificate for localhost and 127.0.0.1. At most two --ou.
+      Without --cn (nor --o, --ou) the subject is empty and a SAN names the holder, as in
+      a service mesh's workload certificates: --san-uri spiffe://cluster.local/ns/NS/sa/SA.
 
   cql-token --help
 ";
@@ -547,12 +549,26 @@ fn cert(o: &Opts) -> Result<(), String> {
         .map_err(|e| format!("{}/ca.key is not a private key: {e}", ca_dir.display()))?;
     let issuer = Issuer::from_ca_cert_pem(&read(&ca_dir.join("ca.pem"))?, ca_key)
         .map_err(|e| format!("{}/ca.pem is not a CA certificate: {e}", ca_dir.display()))?;
-    let cn = o.required("cn")?;
     let prefix = o.required("out")?;
 
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, cn);
+    // Without --cn (nor --o, --ou) the subject is empty, as in a service mesh's workload
+    // certificates (X.509-SVIDs): the SAN names the holder and is marked critical (RFC 5280).
+    match o.get("cn") {
+        Some(cn) => p.distinguished_name.push(DnType::CommonName, cn),
+        None if o.all("san-uri").is_empty()
+            && o.all("san-email").is_empty()
+            && o.all("san-dns").is_empty()
+            && !o.flag("server") =>
+        {
+            return Err(
+                "cert needs --cn or a subject alternative name (--san-uri, --san-email, --san-dns)"
+                    .into(),
+            )
+        }
+        None => {}
+    }
     if let Some(org) = o.get("o") {
         p.distinguished_name.push(DnType::OrganizationName, org);
     }
