@@ -7,7 +7,8 @@ denied (Unauthorized, with Cassandra's wording), prepared statements, batches.
         [--user alice] --token TOKEN PLAN.json
 
 PLAN.json is a list of steps, run in order:
-    {"connect": "ok"}                         log in with --token (or "token": "...")
+    {"connect": "ok"}                         log in with --token (or "token": "...";
+                                              "cert"/"key": another client certificate)
     {"connect": "refused", "reason": "..."}   the login fails with this text in its error
     {"cql": "...", "expect": "ok"}            succeeds (optionally "rows": N)
     {"cql": "...", "expect": "unauthorized", "message": "..."}   denied by the proxy
@@ -52,7 +53,7 @@ def parse_args():
     return p.parse_args()
 
 
-def cluster(args, token):
+def cluster(args, token, cert=None, key=None):
     kw = {"contact_points": [args.host], "port": args.port, "connect_timeout": 5}
     if args.protocol:
         kw["protocol_version"] = args.protocol
@@ -62,8 +63,9 @@ def cluster(args, token):
         kw["auth_provider"] = PlainTextAuthProvider(username=args.user, password=token)
     if args.ca:
         ctx = ssl.create_default_context(cafile=args.ca)
-        if args.cert:
-            ctx.load_cert_chain(args.cert, args.key)
+        cert, key = (cert, key) if cert else (args.cert, args.key)
+        if cert:
+            ctx.load_cert_chain(cert, key)
         kw["ssl_context"] = ctx
     return Cluster(**kw)
 
@@ -131,7 +133,7 @@ def main():
                 if cl is not None:
                     cl.shutdown()
                 token = step.get("token", args.token)
-                cl = cluster(args, token)
+                cl = cluster(args, token, step.get("cert"), step.get("key"))
                 try:
                     session = cl.connect()
                 except Exception as e:
