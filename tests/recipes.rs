@@ -1154,6 +1154,73 @@ fn people_with_cqlsh_by_okta_groups() {
 }
 
 // ------------------------------------------------------------------------------------------
+// The shipped nginx.conf files
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn every_recipe_nginx_conf_passes_nginx_t() {
+    let dir = scratch_dir("recipe-nginx-t");
+    let cql = dir.join("cql");
+    std::fs::create_dir_all(&cql).unwrap();
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    cql_token(&[
+        "keygen",
+        "--kid",
+        "k1",
+        "--alg",
+        "RS256",
+        "--out",
+        &p("keys"),
+    ]);
+    cql_token(&["ca", "--out", &p("ca")]);
+    cql_token(&[
+        "cert",
+        "--ca",
+        &p("ca"),
+        "--cn",
+        "localhost",
+        "--server",
+        "--out",
+        &p("server"),
+    ]);
+    for recipe in [
+        "buildkite",
+        "bitbucket-pipelines",
+        "airflow-keycloak",
+        "aws-cognito",
+        "spiffe-mesh",
+        "okta-cqlsh",
+    ] {
+        let conf = std::fs::read_to_string(recipe_file(recipe, "nginx.conf")).unwrap();
+        // The files it names under cql/ (relative to NGINX's configuration folder).
+        for word in conf.split_whitespace() {
+            let Some(name) = word.trim_end_matches(';').strip_prefix("cql/") else {
+                continue;
+            };
+            let source = match name.rsplit('.').next() {
+                Some("toml") => recipe_file(recipe, "policy.toml"),
+                Some("json") => dir.join("keys/jwks.json"),
+                _ if name.contains("trust-bundle") => dir.join("ca/ca.pem"),
+                Some("pem") => dir.join("server.pem"),
+                Some("key") => dir.join("server.key"),
+                _ => panic!("{recipe}: what is cql/{name}?"),
+            };
+            std::fs::copy(&source, cql.join(name)).unwrap();
+        }
+        let load = "load_module modules/ngx_stream_cql_module.so;\n";
+        assert!(conf.contains(load), "{recipe}/nginx.conf loads the module");
+        let text = conf
+            .replace(load, &harness::load_module_lines())
+            .replace(" cql/", &format!(" {}/", cql.display()))
+            .replace("cassandra-1.internal", "127.0.0.1")
+            .replace("cassandra-2.internal", "127.0.0.2")
+            .replace("/var/log/nginx/cql-audit.log", &p("audit.log"));
+        let (ok, out, _) = harness::test_config(&format!("recipe-nginx-t-{recipe}"), &text);
+        assert!(ok, "{recipe}/nginx.conf fails nginx -t:\n{out}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // scripts/refresh-jwks
 // ------------------------------------------------------------------------------------------
 
