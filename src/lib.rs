@@ -5,10 +5,12 @@
 //! - [`classify`]: what a CQL statement does and which permissions it needs;
 //! - [`identity`]: who the client is (OIDC tokens, TLS client certificates);
 //! - [`policy`]: what an identity may do (roles, grants, guardrails);
+//! - [`audit`]: audit records, their filters and their lines (JSON, Cassandra's format);
 //! - [`session`]: the per-connection state machine that the NGINX filter feeds with bytes.
 //!
 //! Every `unsafe` NGINX call lives in [`nginx`].
 
+pub mod audit;
 pub mod classify;
 pub mod codec;
 pub mod identity;

@@ -201,3 +201,54 @@ fn combinations_that_cannot_work_are_refused() {
     );
     assert!(said.contains("\"cql_policy\" needs \"cql_auth\""), "{said}");
 }
+
+#[test]
+fn audit_log_mistakes_name_the_file_line_and_reason() {
+    let cases = [
+        (
+            "cql_audit_log logs/audit.log format=xml;",
+            "\"cql_audit_log\" invalid format \"xml\": expected json or cassandra",
+        ),
+        (
+            "cql_audit_log logs/audit.log flush=1s;",
+            "\"cql_audit_log\" flush= needs buffer=",
+        ),
+        (
+            "cql_audit_log logs/audit.log buffer=lots;",
+            "\"cql_audit_log\" invalid buffer size \"lots\"",
+        ),
+        (
+            "cql_audit_log syslog:server=127.0.0.1 buffer=4k;",
+            "a syslog target takes no buffer= or flush=",
+        ),
+        ("cql_audit_log syslog:nowhere;", "syslog"),
+        (
+            "cql_audit_categories QUERY SELECTS;",
+            "\"cql_audit_categories\" invalid category \"SELECTS\"",
+        ),
+        (
+            "cql_audit_denied_only yes;",
+            "\"cql_audit_denied_only\" takes on or off",
+        ),
+    ];
+    for (i, (directive, reason)) in cases.iter().enumerate() {
+        let (said, conf) = refused(
+            &format!("audit-mistake-{i}"),
+            &server_with(&format!("cql on;\n{directive}")),
+        );
+        assert!(said.contains(reason), "{directive}: {said}");
+        assert!(
+            said.contains(&format!("in {conf}:{}", stream_body_line(5))),
+            "{directive}: {said}"
+        );
+    }
+    let (ok, said, _) = harness::test_config(
+        "audit-accepted",
+        &harness::config_with_stream(&server_with(
+            "cql on;\ncql_audit_log logs/audit.log format=cassandra buffer=64k flush=1s;\n\
+             cql_audit_categories QUERY dml;\ncql_audit_exclude_keyspaces none;\n\
+             cql_audit_redact_literals on;",
+        )),
+    );
+    assert!(ok, "{said}");
+}

@@ -44,10 +44,14 @@ principals = ["olivia"]
 
 fn cql_token(args: &[&str]) -> String {
     let out = run_ok(Command::new(profile_dir().join("cql-token")).args(args));
-    String::from_utf8(out.stdout)
+    let out = String::from_utf8(out.stdout)
         .expect("utf-8")
         .trim()
-        .to_string()
+        .to_string();
+    if args.first() == Some(&"mint") {
+        harness::never_logged(&out);
+    }
+    out
 }
 
 /// Keys, a policy and tokens in a fresh folder.
@@ -95,7 +99,14 @@ impl Material {
         cql_token(&args)
     }
 
+    /// A gated server; every test's decisions go to `logs/audit.log` unless `extra` names
+    /// an audit log of its own.
     fn server_block(&self, port: u16, upstream: u16, extra: &str) -> String {
+        let audit = if extra.contains("cql_audit_log") {
+            ""
+        } else {
+            "cql_audit_log logs/audit.log;"
+        };
         format!(
             "server {{\n\
                  listen 127.0.0.1:{port};\n\
@@ -107,6 +118,7 @@ impl Material {
                  cql_jwt_audience {AUDIENCE};\n\
                  cql_jwt_claim_roles groups;\n\
                  cql_policy {policy};\n\
+                 {audit}\n\
                  {extra}\n\
              }}",
             keys = self.path("keys/jwks.json"),
@@ -290,6 +302,7 @@ fn a_password_protected_upstream_sees_only_the_service_credentials() {
     let material = Material::new("gate-upstream-login");
     // The development server knows only the service account.
     let server = DevServer::start(&["--auth", "password", "--user", "svc_proxy:s3rvice"]);
+    harness::never_logged("s3rvice");
     std::fs::write(material.dir.join("upstream-password"), "s3rvice\n").unwrap();
     let port = free_port();
     let extra = format!(
@@ -672,4 +685,293 @@ fn a_token_that_expires_mid_session_is_refused_until_the_driver_reconnects_with_
         ]),
     );
     assert!(out.contains("denied:"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit
+// ---------------------------------------------------------------------------------------
+
+/// The audit log's JSON lines.
+fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    harness::read_or_empty(path)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Waits until `path` holds at least `n` lines matching `select`.
+fn wait_for_lines(
+    path: &Path,
+    n: usize,
+    select: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    harness::wait_for(std::time::Duration::from_secs(5), || {
+        let lines: Vec<_> = audit_lines(path).into_iter().filter(&select).collect();
+        (lines.len() >= n).then_some(lines)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "fewer than {n} lines in {}:\n{}",
+            path.display(),
+            harness::read_or_empty(path)
+        )
+    })
+}
+
+/// A line without what changes from run to run (checked for shape, then removed).
+fn stable(mut line: serde_json::Value) -> serde_json::Value {
+    let o = line.as_object_mut().expect("an object");
+    let time = o.remove("time").expect("time");
+    let time = time.as_str().expect("time is text");
+    assert!(
+        time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "{time}"
+    );
+    assert!(o.remove("session").expect("session").is_u64());
+    let client = o.remove("client").expect("client");
+    assert!(client.as_str().unwrap().starts_with("127.0.0.1:"));
+    if let Some(latency) = o.remove("latency_us") {
+        assert!(latency.is_u64(), "{latency}");
+    }
+    o.remove("server");
+    line
+}
+
+fn create_shop(server: &DevServer) {
+    run_ok(Command::new(python()).arg("-c").arg(format!(
+        "from cassandra.cluster import Cluster\n\
+         s = Cluster(['127.0.0.1'], port={}).connect()\n\
+         s.execute(\"CREATE KEYSPACE shop WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}\")\n",
+        server.port
+    )));
+}
+
+#[test]
+fn every_decision_is_an_audit_line_with_cassandras_outcome() {
+    let stream_extra = "cql_audit_log logs/audit.log;";
+    let (m, server, nginx, port) = setup("audit-lines", &[], stream_extra);
+    create_shop(&server);
+    let olivia = m.token("olivia", &[], &[]);
+    harness::never_logged("bound-secret-c0ffee");
+    gate(
+        port,
+        &m.dir,
+        "audit",
+        &["--protocol", "4", "--token", &olivia],
+        serde_json::json!([
+            {"connect": "ok"},
+            {"cql": "CREATE TABLE IF NOT EXISTS shop.orders (id int PRIMARY KEY, item text)"},
+            {"cql": "INSERT INTO shop.orders (id, item) VALUES (1, 'tea')"},
+            {"cql": "SELECT * FROM shop.nope", "expect": "reaches"},
+            {"cql": "DROP KEYSPACE other", "expect": "unauthorized"},
+            {"prepare": "INSERT INTO shop.orders (id, item) VALUES (?, ?)", "name": "ins"},
+            {"execute": "ins", "values": [7, "bound-secret-c0ffee"]},
+            {"batch": ["INSERT INTO shop.orders (id, item) VALUES (2, 'a')",
+                       "DELETE FROM shop.orders WHERE id = 1"]},
+            {"cql": "SELECT * FROM system.local"},
+        ]),
+    );
+    gate(
+        port,
+        &m.dir,
+        "audit-refused",
+        &["--protocol", "4", "--token", &olivia],
+        serde_json::json!([
+            {"connect": "refused", "token": m.token("olivia", &[], &["--exp-in", "-120"]),
+             "reason": "token expired"},
+        ]),
+    );
+    let log = nginx.prefix.join("logs/audit.log");
+    let requests = wait_for_lines(&log, 7, |l| l["event"] == "request");
+    let requests: Vec<_> = requests.into_iter().map(stable).collect();
+    let who = serde_json::json!({"principal": "olivia", "roles": ["owner", "reader", "writer"], "auth": "jwt"});
+    let expect = |fields: serde_json::Value| {
+        let mut line = serde_json::json!({"event": "request"});
+        let o = line.as_object_mut().unwrap();
+        o.extend(who.as_object().unwrap().clone());
+        o.extend(fields.as_object().unwrap().clone());
+        line
+    };
+    let rule_owner = "role owner: grant CREATE, ALTER, DROP on KEYSPACE shop (line 13)";
+    let want = [
+        expect(serde_json::json!({
+            "category": "DDL", "type": "CREATE_TABLE", "keyspace": "shop", "table": "orders",
+            "statement": "CREATE TABLE IF NOT EXISTS shop.orders (id int PRIMARY KEY, item text)",
+            "decision": "allow", "rule": rule_owner, "outcome": "success"})),
+        expect(serde_json::json!({
+            "category": "DML", "type": "UPDATE", "keyspace": "shop", "table": "orders",
+            "statement": "INSERT INTO shop.orders (id, item) VALUES (1, 'tea')",
+            "decision": "allow", "outcome": "success"})),
+        expect(serde_json::json!({
+            "category": "QUERY", "type": "SELECT", "keyspace": "shop", "table": "nope",
+            "statement": "SELECT * FROM shop.nope",
+            "decision": "allow", "outcome": "error", "error_code": "0x2200"})),
+        expect(serde_json::json!({
+            "category": "DDL", "type": "DROP_KEYSPACE", "keyspace": "other",
+            "statement": "DROP KEYSPACE other", "decision": "deny",
+            "reason": "User olivia has no DROP permission on <keyspace other> or any of its parents"})),
+        expect(serde_json::json!({
+            "category": "PREPARE", "type": "PREPARE_STATEMENT", "keyspace": "shop", "table": "orders",
+            "statement": "INSERT INTO shop.orders (id, item) VALUES (?, ?)",
+            "decision": "allow", "outcome": "success"})),
+        expect(serde_json::json!({
+            "category": "DML", "type": "UPDATE", "keyspace": "shop", "table": "orders",
+            "statement": "INSERT INTO shop.orders (id, item) VALUES (?, ?)",
+            "decision": "allow", "outcome": "success"})),
+        expect(serde_json::json!({
+            "category": "DML", "type": "BATCH", "keyspace": "shop",
+            "batch": [
+                {"type": "UPDATE", "keyspace": "shop", "table": "orders",
+                 "statement": "INSERT INTO shop.orders (id, item) VALUES (2, 'a')"},
+                {"type": "DELETE", "keyspace": "shop", "table": "orders",
+                 "statement": "DELETE FROM shop.orders WHERE id = 1"},
+            ],
+            "decision": "allow", "outcome": "success"})),
+    ];
+    assert_eq!(requests.len(), want.len(), "{requests:#?}");
+    for (got, want) in requests.iter().zip(want.iter()) {
+        let mut got = got.clone();
+        let o = got.as_object_mut().unwrap();
+        // Stream ids and rules are the driver's and the policy's: checked where stable.
+        assert!(o.remove("stream").is_some_and(|s| s.is_i64()), "{o:?}");
+        if !want.as_object().unwrap().contains_key("rule") {
+            o.remove("rule");
+        }
+        if want["type"] == "PREPARE_STATEMENT"
+            || o.get("category") == Some(&"DML".into())
+                && want
+                    .get("statement")
+                    .is_some_and(|s| s.as_str().unwrap().contains('?'))
+        {
+            let id = o.remove("prepared_id").expect("prepared_id");
+            assert!(id.as_str().unwrap().starts_with("0x"), "{id}");
+        }
+        assert_eq!(&got, want);
+    }
+    let logins = wait_for_lines(&log, 2, |l| l["event"] == "login");
+    assert!(logins.iter().any(|l| l["type"] == "LOGIN_SUCCESS"
+        && l["principal"] == "olivia"
+        && l["decision"] == "allow"));
+    assert!(logins.iter().any(|l| l["type"] == "LOGIN_ERROR"
+        && l["principal"].is_null()
+        && l["decision"] == "deny"
+        && l["reason"] == "token expired"));
+    // Driver queries of system tables are left out, as Cassandra's default excludes them.
+    assert!(!harness::read_or_empty(&log).contains("system.local"));
+    // Every connection ends with its summary.
+    let sessions = wait_for_lines(&log, 1, |l| l["event"] == "session" && l["denied"] == 1);
+    // Seven requests above, and the driver's own query of system.local on that connection.
+    assert!(
+        sessions[0]["requests"].as_u64().unwrap() >= 8,
+        "{:?}",
+        sessions[0]
+    );
+    drop(nginx);
+}
+
+#[test]
+fn audit_lines_reach_syslog_in_cassandras_format_and_survive_reopen() {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let syslog_port = udp.local_addr().unwrap().port();
+    let m = Material::new("audit-syslog");
+    let server = DevServer::start(&[]);
+    create_shop(&server);
+    let (syslog_proxy, file_proxy) = (free_port(), free_port());
+    let body = format!(
+        "log_format cql '$cql_principal $cql_auth_method v$cql_protocol_version $cql_requests $cql_denied $cql_keyspace';\n\
+         access_log logs/access.log cql;\n\
+         {}\n{}",
+        m.server_block(
+            syslog_proxy,
+            server.port,
+            &format!(
+                "cql_audit_log syslog:server=127.0.0.1:{syslog_port},tag=cql format=cassandra;\n\
+                 cql_audit_denied_only on;"
+            )
+        ),
+        m.server_block(
+            file_proxy,
+            server.port,
+            "cql_audit_log logs/audit.log buffer=4k flush=300ms;"
+        ),
+    );
+    let nginx = Nginx::start_with_config("audit-syslog", &harness::config_with_stream(&body));
+    let alice = m.token("alice", &["analysts"], &[]);
+    let plan = serde_json::json!([
+        {"connect": "ok"},
+        {"cql": "USE shop"},
+        {"cql": "SELECT * FROM shop.orders", "expect": "reaches"},
+        {"cql": "INSERT INTO shop.orders (id, item) VALUES (3, 'x')", "expect": "unauthorized"},
+    ]);
+    gate(
+        syslog_proxy,
+        &m.dir,
+        "syslog",
+        &["--protocol", "5", "--token", &alice],
+        plan.clone(),
+    );
+    // Only the denial is sent (denied only), as Cassandra writes it.
+    let mut buf = [0u8; 4096];
+    let n = udp.recv(&mut buf).expect("a syslog datagram");
+    let datagram = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(datagram.starts_with("<"), "{datagram}");
+    assert!(
+        datagram.contains(" cql: user:alice|host:127.0.0.1:"),
+        "{datagram}"
+    );
+    assert!(
+        datagram.ends_with(
+            "|type:UNAUTHORIZED_ATTEMPT|category:AUTH|ks:shop|scope:orders|operation:User alice has no MODIFY permission on <table shop.orders> or any of its parents; INSERT INTO shop.orders (id, item) VALUES (3, 'x')"
+        ),
+        "{datagram}"
+    );
+    udp.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    assert!(udp.recv(&mut buf).is_err(), "only the denial is sent");
+
+    // The file log, buffered: lines arrive after the flush time; a reopen starts a new file.
+    let log = nginx.prefix.join("logs/audit.log");
+    gate(
+        file_proxy,
+        &m.dir,
+        "file-1",
+        &["--protocol", "4", "--token", &alice],
+        plan.clone(),
+    );
+    wait_for_lines(&log, 1, |l| l["type"] == "USE_KEYSPACE");
+    std::fs::rename(&log, nginx.prefix.join("logs/audit.log.1")).unwrap();
+    nginx.signal("reopen");
+    harness::wait_for(std::time::Duration::from_secs(5), || {
+        log.exists().then_some(())
+    })
+    .expect("reopen creates the log anew");
+    gate(
+        file_proxy,
+        &m.dir,
+        "file-2",
+        &["--protocol", "4", "--token", &alice],
+        plan,
+    );
+    // The driver repeats USE on each connection of its pool.
+    let fresh = wait_for_lines(&log, 4, |l| l["event"] == "request");
+    assert_eq!(fresh[3]["decision"], "deny");
+    let old = audit_lines(&nginx.prefix.join("logs/audit.log.1"));
+    assert_eq!(old.iter().filter(|l| l["event"] == "request").count(), 4);
+
+    // $cql_* variables in the access log of the stream module.
+    let access = nginx.prefix.join("logs/access.log");
+    let line = harness::wait_for(std::time::Duration::from_secs(5), || {
+        harness::read_or_empty(&access)
+            .lines()
+            .find(|l| l.starts_with("alice jwt v5 4 1 shop"))
+            .map(str::to_string)
+    });
+    assert!(
+        line.is_some(),
+        "access log:\n{}",
+        harness::read_or_empty(&access)
+    );
+    drop(nginx);
 }

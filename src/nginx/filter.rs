@@ -10,6 +10,9 @@
 use core::ptr::{addr_of, addr_of_mut, null_mut};
 
 use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_buf_tag_t, ngx_cached_time, ngx_chain_t, ngx_int_t,
@@ -19,8 +22,10 @@ use ngx::ffi::{
 };
 use ngx::ngx_log_error;
 
+use super::audit_log::Sink;
 use super::config::SrvConf;
 use super::module::ctx_index;
+use crate::audit::Peer;
 use crate::identity::Identity;
 use crate::session::{Action, Direction, Session};
 
@@ -63,6 +68,8 @@ pub(super) struct Ctx {
     inflight: [VecDeque<Inflight>; 2],
     /// Emptied buffers, reused for the next output.
     spare: Vec<Vec<u8>>,
+    /// Where the session's audit lines go.
+    audit: Option<Rc<Sink>>,
 }
 
 /// A buffer handed to NGINX: the header and the bytes it points at live until sent.
@@ -84,13 +91,20 @@ pub(super) unsafe fn ctx<'a>(s: *mut ngx_stream_session_t) -> Option<&'a mut Ctx
 /// Creates the connection's state; it is dropped with the connection's pool.
 unsafe fn create_ctx<'a>(s: *mut ngx_stream_session_t, conf: &SrvConf) -> Option<&'a mut Ctx> {
     let pool = (*(*s).connection).pool;
+    let mut audit = None;
     let session = match conf.settings().and_then(|settings| settings.built.as_ref()) {
         Some(built) => {
             let certificate = match built.certificate_variables {
                 Some((verify, cert)) => client_certificate(s, verify, cert),
                 None => None,
             };
-            Session::new(built.config.clone(), built.shared.clone(), certificate)
+            let mut session = Session::new(built.config.clone(), built.shared.clone(), certificate);
+            if let Some(sink) = &built.audit {
+                let (unix_ms, monotonic_us) = clock();
+                session.open_audit(peer(s), unix_ms, monotonic_us);
+                audit = Some(sink.clone());
+            }
+            session
         }
         None => Session::watching(conf.limits()),
     };
@@ -103,6 +117,7 @@ unsafe fn create_ctx<'a>(s: *mut ngx_stream_session_t, conf: &SrvConf) -> Option
         closing: false,
         inflight: [VecDeque::new(), VecDeque::new()],
         spare: Vec::new(),
+        audit,
     }));
     (*cleanup).handler = Some(drop_ctx);
     (*cleanup).data = ctx.cast();
@@ -111,7 +126,55 @@ unsafe fn create_ctx<'a>(s: *mut ngx_stream_session_t, conf: &SrvConf) -> Option
 }
 
 unsafe extern "C" fn drop_ctx(data: *mut core::ffi::c_void) {
-    drop(Box::from_raw(data as *mut Ctx));
+    let mut ctx = Box::from_raw(data as *mut Ctx);
+    if ctx.session.audits() {
+        let (unix_ms, monotonic_us) = clock();
+        ctx.session.tick(unix_ms, monotonic_us);
+        ctx.session.close_audit();
+        // The connection is closed already: errors go to the cycle's log.
+        let cycle = *addr_of!(ngx::ffi::ngx_cycle);
+        if !cycle.is_null() {
+            ctx.write_audit((*cycle).log);
+        }
+    }
+}
+
+/// The connection's number and both ends' addresses, for audit records.
+unsafe fn peer(s: *mut ngx_stream_session_t) -> Peer {
+    let c = (*s).connection;
+    let mut text = [0u8; 128];
+    let mut address = |sa: *mut ngx::ffi::sockaddr, len: ngx::ffi::socklen_t| -> String {
+        if sa.is_null() {
+            return String::new();
+        }
+        let n = ngx::ffi::ngx_sock_ntop(sa, len, text.as_mut_ptr(), text.len(), 1);
+        String::from_utf8_lossy(&text[..n.min(text.len())]).into_owned()
+    };
+    let client = address((*c).sockaddr, (*c).socklen);
+    let server = if ngx::ffi::ngx_connection_local_sockaddr(c, null_mut(), 0) == NGX_OK as ngx_int_t
+    {
+        address((*c).local_sockaddr, (*c).local_socklen)
+    } else {
+        String::new()
+    };
+    Peer {
+        session: (*c).number,
+        client,
+        server,
+    }
+}
+
+/// Wall-clock milliseconds (NGINX's cached time) and monotonic microseconds (latencies).
+unsafe fn clock() -> (u64, u64) {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let monotonic = START.get_or_init(Instant::now).elapsed().as_micros();
+    let t = *addr_of!(ngx_cached_time);
+    let unix_ms = if t.is_null() {
+        0
+    } else {
+        u64::try_from((*t).sec).unwrap_or(0) * 1000 + (*t).msec as u64
+    };
+    (unix_ms, u64::try_from(monotonic).unwrap_or(u64::MAX))
 }
 
 /// The identity of the client certificate NGINX verified (`$ssl_client_verify` is
@@ -163,6 +226,18 @@ unsafe extern "C" fn cql_filter(
     chain: *mut ngx_chain_t,
     from_upstream: ngx_uint_t,
 ) -> ngx_int_t {
+    let rc = filter(s, chain, from_upstream);
+    if let Some(ctx) = ctx(s) {
+        ctx.write_audit((*(*s).connection).log);
+    }
+    rc
+}
+
+unsafe fn filter(
+    s: *mut ngx_stream_session_t,
+    chain: *mut ngx_chain_t,
+    from_upstream: ngx_uint_t,
+) -> ngx_int_t {
     let conf = match srv_conf(s) {
         Some(conf) if conf.enabled() => conf,
         _ => return next(s, chain, from_upstream),
@@ -188,6 +263,10 @@ unsafe extern "C" fn cql_filter(
         Direction::ClientToServer
     };
     let now = now();
+    if ctx.session.audits() {
+        let (unix_ms, monotonic_us) = clock();
+        ctx.session.tick(unix_ms, monotonic_us);
+    }
 
     // Links whose bytes go on as they came are forwarded in runs; a link the session
     // replaced is marked sent and its replacement goes in its place.
@@ -270,6 +349,13 @@ unsafe fn forward_run(
 }
 
 impl Ctx {
+    /// Writes the audit lines the session has ready.
+    unsafe fn write_audit(&mut self, log: *mut ngx::ffi::ngx_log_t) {
+        if let Some(sink) = &self.audit {
+            self.session.drain_audit(|lines| sink.write(lines, log));
+        }
+    }
+
     /// Releases the buffers NGINX has finished sending (it sends each direction in order).
     fn reclaim(&mut self) {
         for queue in &mut self.inflight {

@@ -2,12 +2,15 @@
 //!
 //! - [`module`]: the `ngx_module_t`, its stream context and the directive table;
 //! - [`config`]: the per-server configuration, merging and the size directives;
-//! - [`settings`]: the identity and policy directives, checked when the configuration loads;
+//! - [`settings`]: the identity, policy and audit directives, checked when the configuration
+//!   loads;
+//! - [`audit_log`]: `cql_audit_log` files and syslog targets, written through NGINX's logging;
 //! - [`filter`]: the stream filter that feeds a [`crate::session::Session`] with bytes;
 //! - [`variables`]: the `$cql_*` stream variables;
 //!
 //! Nothing outside this folder sees an NGINX type.
 
+mod audit_log;
 mod config;
 mod filter;
 pub mod module;

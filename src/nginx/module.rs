@@ -25,7 +25,7 @@ static mut CTX: ngx_stream_module_t = ngx_stream_module_t {
 /// Context of a directive: `stream` and `server` blocks.
 const STREAM_AND_SERVER: u32 = NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF;
 
-static mut COMMANDS: [ngx_command_t; 21] = [
+static mut COMMANDS: [ngx_command_t; 28] = [
     ngx_command_t {
         name: ngx_string!("cql"),
         type_: (STREAM_AND_SERVER | NGX_CONF_FLAG) as _,
@@ -74,6 +74,13 @@ static mut COMMANDS: [ngx_command_t; 21] = [
     setting(ngx_string!("cql_prepared_cache"), NGX_CONF_TAKE1),
     setting(ngx_string!("cql_upstream_auth"), NGX_CONF_TAKE2),
     setting(ngx_string!("cql_policy"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_audit_log"), NGX_CONF_1MORE),
+    setting(ngx_string!("cql_audit_categories"), NGX_CONF_1MORE),
+    setting(ngx_string!("cql_audit_exclude_categories"), NGX_CONF_1MORE),
+    setting(ngx_string!("cql_audit_keyspaces"), NGX_CONF_1MORE),
+    setting(ngx_string!("cql_audit_exclude_keyspaces"), NGX_CONF_1MORE),
+    setting(ngx_string!("cql_audit_denied_only"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_audit_redact_literals"), NGX_CONF_TAKE1),
     ngx_command_t::empty(),
 ];
 
@@ -96,8 +103,14 @@ pub static mut ngx_stream_cql_module: ngx_module_t = ngx_module_t {
     ctx: addr_of!(CTX) as *mut _,
     commands: unsafe { addr_of_mut!(COMMANDS[0]) },
     type_: NGX_STREAM_MODULE as _,
+    exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
+
+/// Runs when a worker exits: buffered audit lines are written.
+unsafe extern "C" fn exit_process(cycle: *mut ngx::ffi::ngx_cycle_t) {
+    super::audit_log::flush_all(cycle);
+}
 
 /// Runs before the `stream` block is parsed: variables must exist before `log_format` uses them.
 unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {

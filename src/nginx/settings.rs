@@ -15,7 +15,10 @@ use ngx::ffi::{
 };
 use ngx::ngx_conf_log_error;
 
+use super::audit_log::{self, Sink};
 use super::config::SrvConf;
+use crate::audit::{Filter, Settings as AuditSettings};
+use crate::classify::Category;
 use crate::identity::{JwtSettings, JwtValidator};
 use crate::policy::Policy;
 use crate::session::{AuthMode, Capacities, Config, Limits, Shared, UpstreamLogin};
@@ -42,6 +45,14 @@ pub struct Settings {
     prepared_cache: Option<usize>,
     upstream_login: Option<UpstreamLogin>,
     policy: Option<Rc<Policy>>,
+    /// `cql_audit_log`: `Some(None)` is `off`.
+    audit_log: Option<Option<Rc<Sink>>>,
+    audit_categories: Option<Vec<Category>>,
+    audit_exclude_categories: Option<Vec<Category>>,
+    audit_keyspaces: Option<Vec<String>>,
+    audit_exclude_keyspaces: Option<Vec<String>>,
+    audit_denied_only: Option<bool>,
+    audit_redact_literals: Option<bool>,
 
     /// Built when the server's configuration is merged.
     pub built: Option<Built>,
@@ -54,6 +65,8 @@ pub struct Built {
     pub shared: Rc<RefCell<Shared>>,
     /// `$ssl_client_verify` and `$ssl_client_raw_cert`, when certificates are accepted.
     pub certificate_variables: Option<(ngx_int_t, ngx_int_t)>,
+    /// Where audit lines go, when the server has an audit log.
+    pub audit: Option<Rc<Sink>>,
 }
 
 impl Settings {
@@ -92,6 +105,22 @@ impl Settings {
         take(&mut self.prepared_cache, &parent.prepared_cache);
         take(&mut self.upstream_login, &parent.upstream_login);
         take(&mut self.policy, &parent.policy);
+        take(&mut self.audit_log, &parent.audit_log);
+        take(&mut self.audit_categories, &parent.audit_categories);
+        take(
+            &mut self.audit_exclude_categories,
+            &parent.audit_exclude_categories,
+        );
+        take(&mut self.audit_keyspaces, &parent.audit_keyspaces);
+        take(
+            &mut self.audit_exclude_keyspaces,
+            &parent.audit_exclude_keyspaces,
+        );
+        take(&mut self.audit_denied_only, &parent.audit_denied_only);
+        take(
+            &mut self.audit_redact_literals,
+            &parent.audit_redact_literals,
+        );
     }
 
     fn jwt_settings(&self) -> JwtSettings {
@@ -156,6 +185,24 @@ impl Settings {
             decisions: self.decision_cache.unwrap_or(defaults.decisions),
             tokens: self.token_cache.unwrap_or(defaults.tokens),
         };
+        let sink = self.audit_log.clone().flatten();
+        let audit = sink.as_ref().map(|sink| {
+            let defaults = Filter::default();
+            Rc::new(AuditSettings {
+                format: sink.format,
+                filter: Filter {
+                    categories: self.audit_categories.clone(),
+                    exclude_categories: self.audit_exclude_categories.clone().unwrap_or_default(),
+                    keyspaces: self.audit_keyspaces.clone(),
+                    exclude_keyspaces: self
+                        .audit_exclude_keyspaces
+                        .clone()
+                        .unwrap_or(defaults.exclude_keyspaces),
+                    denied_only: self.audit_denied_only.unwrap_or(false),
+                },
+                redact_literals: self.audit_redact_literals.unwrap_or(false),
+            })
+        });
         let config = Config {
             limits,
             auth,
@@ -163,11 +210,13 @@ impl Settings {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             upstream_login: self.upstream_login.clone(),
             policy: self.policy.clone(),
+            audit,
         };
         self.built = Some(Built {
             config: Rc::new(config),
             shared: Rc::new(RefCell::new(Shared::new(capacities))),
             certificate_variables,
+            audit: sink,
         });
         Ok(())
     }
@@ -301,6 +350,47 @@ impl Settings {
                 let file = path(args.first().copied().unwrap_or_default());
                 self.policy = Some(Rc::new(Policy::load(&file)?));
             }
+            "cql_audit_categories" | "cql_audit_exclude_categories" => {
+                let slot = match name {
+                    "cql_audit_categories" => &mut self.audit_categories,
+                    _ => &mut self.audit_exclude_categories,
+                };
+                if slot.is_some() {
+                    return duplicate();
+                }
+                let categories = args
+                    .iter()
+                    .map(|a| category(a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                *slot = Some(categories);
+            }
+            "cql_audit_keyspaces" | "cql_audit_exclude_keyspaces" => {
+                let slot = match name {
+                    "cql_audit_keyspaces" => &mut self.audit_keyspaces,
+                    _ => &mut self.audit_exclude_keyspaces,
+                };
+                if slot.is_some() {
+                    return duplicate();
+                }
+                *slot = Some(match args {
+                    ["none"] => Vec::new(),
+                    _ => strings(args),
+                });
+            }
+            "cql_audit_denied_only" | "cql_audit_redact_literals" => {
+                let slot = match name {
+                    "cql_audit_denied_only" => &mut self.audit_denied_only,
+                    _ => &mut self.audit_redact_literals,
+                };
+                if slot.is_some() {
+                    return duplicate();
+                }
+                *slot = Some(match args {
+                    ["on"] => true,
+                    ["off"] => false,
+                    _ => return Err("takes on or off".to_string()),
+                });
+            }
             _ => return Err("is not a directive of this module".to_string()),
         }
         Ok(())
@@ -328,6 +418,27 @@ fn parse_seconds(value: &str) -> Result<u64, String> {
     };
     n.checked_mul(scale)
         .ok_or_else(|| format!("invalid time \"{value}\""))
+}
+
+/// An audit category by Cassandra's name (`QUERY`, `DML`, ...), in any case.
+fn category(name: &str) -> Result<Category, String> {
+    const ALL: [Category; 8] = [
+        Category::Query,
+        Category::Dml,
+        Category::Ddl,
+        Category::Dcl,
+        Category::Auth,
+        Category::Prepare,
+        Category::Error,
+        Category::Other,
+    ];
+    ALL.into_iter()
+        .find(|c| c.as_str().eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            format!(
+                "invalid category \"{name}\": expected QUERY, DML, DDL, DCL, AUTH, PREPARE, ERROR or OTHER"
+            )
+        })
 }
 
 fn parse_count(value: &str) -> Result<usize, String> {
@@ -383,6 +494,23 @@ pub(super) unsafe extern "C" fn set_directive(
     let Some((name, rest)) = words.split_first() else {
         return NGX_CONF_ERROR;
     };
+    if *name == "cql_audit_log" {
+        if settings.audit_log.is_some() {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"cql_audit_log\" is duplicate");
+            return NGX_CONF_ERROR;
+        }
+        return match audit_log::parse(cf, rest) {
+            Ok(sink) => {
+                settings.audit_log = Some(sink.map(Rc::new));
+                NGX_CONF_OK
+            }
+            Err(message) if message.is_empty() => NGX_CONF_ERROR,
+            Err(message) => {
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"cql_audit_log\" {}", message);
+                NGX_CONF_ERROR
+            }
+        };
+    }
     let prefix = conf_prefix(cf);
     match settings.apply(name, rest, &prefix) {
         Ok(()) => NGX_CONF_OK,

@@ -25,6 +25,35 @@ const VARIABLES: &[Variable] = &[
         },
     },
     Variable {
+        name: "cql_principal",
+        write: |s, out| match s.identity() {
+            Some(identity) => out.write_str(&identity.principal),
+            None => Ok(()),
+        },
+    },
+    Variable {
+        name: "cql_auth_method",
+        write: |s, out| match s.auth_method() {
+            Some(method) => out.write_str(method),
+            None => Ok(()),
+        },
+    },
+    Variable {
+        name: "cql_keyspace",
+        write: |s, out| match s.keyspace() {
+            Some(keyspace) => out.write_str(keyspace),
+            None => Ok(()),
+        },
+    },
+    Variable {
+        name: "cql_requests",
+        write: |s, out| write!(out, "{}", s.requests()),
+    },
+    Variable {
+        name: "cql_denied",
+        write: |s, out| write!(out, "{}", s.denied()),
+    },
+    Variable {
         name: "cql_client_frames",
         write: |s, out| write!(out, "{}", s.counters().client.frames),
     },
@@ -59,21 +88,8 @@ pub(super) unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
     NGX_OK as ngx_int_t
 }
 
-/// A small fixed buffer a value is formatted into before it is copied to the pool.
-pub(super) struct ValueBuf {
-    bytes: [u8; 64],
-    len: usize,
-}
-
-impl Write for ValueBuf {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let end = self.len.checked_add(s.len()).ok_or(core::fmt::Error)?;
-        let dst = self.bytes.get_mut(self.len..end).ok_or(core::fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
+/// The buffer a value is formatted into before it is copied to the pool.
+type ValueBuf = String;
 
 unsafe extern "C" fn get(
     s: *mut ngx_stream_session_t,
@@ -85,21 +101,18 @@ unsafe extern "C" fn get(
         v.set_not_found(1);
         return NGX_OK as ngx_int_t;
     };
-    let mut buf = ValueBuf {
-        bytes: [0; 64],
-        len: 0,
-    };
-    if (var.write)(&ctx.session, &mut buf).is_err() || buf.len == 0 {
+    let mut buf = ValueBuf::new();
+    if (var.write)(&ctx.session, &mut buf).is_err() || buf.is_empty() {
         v.set_not_found(1);
         return NGX_OK as ngx_int_t;
     }
-    let p = ngx_pnalloc((*(*s).connection).pool, buf.len) as *mut u8;
+    let p = ngx_pnalloc((*(*s).connection).pool, buf.len()) as *mut u8;
     if p.is_null() {
         return NGX_ERROR as ngx_int_t;
     }
-    core::ptr::copy_nonoverlapping(buf.bytes.as_ptr(), p, buf.len);
+    core::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len());
     v.data = p;
-    v.set_len(buf.len as _);
+    v.set_len(buf.len() as _);
     v.set_valid(1);
     v.set_no_cacheable(0);
     v.set_not_found(0);

@@ -82,6 +82,8 @@ pub struct Config {
     pub upstream_login: Option<UpstreamLogin>,
     /// Authorization of every statement; `None` lets every authenticated identity through.
     pub policy: Option<Rc<Policy>>,
+    /// What the audit log records, and how; `None`: no audit log.
+    pub audit: Option<Rc<crate::audit::Settings>>,
 }
 
 /// Capacities of the worker-wide caches.

@@ -140,6 +140,7 @@ impl Session {
                 self.auth = AuthState::Token {
                     login_upstream: true,
                 };
+                self.audit_login(Err("Cassandra refused the proxy's service credentials"));
                 if !answer_ready {
                     return Ok(true);
                 }
@@ -205,6 +206,7 @@ impl Session {
     }
 
     fn missing_certificate(&mut self, stream: i16) -> Action {
+        self.audit_login(Err("no verified TLS client certificate"));
         self.refuse_message(
             stream,
             codes::AUTHENTICATION_ERROR,
@@ -254,6 +256,7 @@ impl Session {
             .and_then(|t| SaslPlain::parse(t).ok())
             .map(|plain| plain.password);
         let Some(token) = token else {
+            self.audit_login(Err("not SASL PLAIN credentials"));
             self.answer_client(|f, out| {
                 f.write_error(
                     stream,
@@ -272,6 +275,7 @@ impl Session {
                 now,
             ),
             None => {
+                self.audit_login(Err("this server accepts no tokens"));
                 self.answer_client(|f, out| {
                     f.write_error(
                         stream,
@@ -294,6 +298,7 @@ impl Session {
                 }
             }
             Err(error) => {
+                self.audit_login(Err(&error.to_string()));
                 let message = format!("Authentication failed: {error}");
                 self.answer_client(|f, out| {
                     f.write_error(stream, codes::AUTHENTICATION_ERROR, &message, out)
@@ -309,11 +314,13 @@ impl Session {
             .policy
             .as_ref()
             .map(|policy| policy.roles_for(&identity));
+        self.audit_identity(&identity);
         self.identity = Some(identity);
     }
 
     fn authenticated(&mut self) {
         self.auth = AuthState::Authenticated;
         self.open_limits();
+        self.audit_login(Ok(()));
     }
 }

@@ -26,6 +26,7 @@
 //!
 //! What goes out is taken with [`Session::take_output`] after every call.
 
+mod audit;
 mod config;
 mod counters;
 mod handshake;
@@ -47,6 +48,7 @@ use crate::codec::{encode, CodecError, Compression, Event, FrameReader, Framing,
 use crate::identity::Identity;
 use crate::policy::RoleSet;
 
+use audit::{AuditLog, Clock};
 use handshake::AuthState;
 use unit::Unit;
 
@@ -180,6 +182,15 @@ pub struct Session {
     server_unit: Unit,
     /// The body of the frame being decided (copied: the reader's buffer is reused).
     scratch: Vec<u8>,
+
+    /// Requests decided (allowed or denied) and denied.
+    requests: u64,
+    denied: u64,
+    /// The audit trail, when the server has an audit log.
+    audit: Option<Box<AuditLog>>,
+    /// The connection ended: nothing more is recorded.
+    audit_closed: bool,
+    clock: Clock,
 }
 
 impl Session {
@@ -237,6 +248,11 @@ impl Session {
             client_unit: Unit::default(),
             server_unit: Unit::default(),
             scratch: Vec::new(),
+            requests: 0,
+            denied: 0,
+            audit: None,
+            audit_closed: false,
+            clock: Clock::default(),
         }
     }
 
@@ -262,6 +278,24 @@ impl Session {
         self.keyspace.as_deref()
     }
 
+    /// Requests decided so far (QUERY, PREPARE, EXECUTE, BATCH), allowed or not.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Requests denied so far.
+    pub fn denied(&self) -> u64 {
+        self.denied
+    }
+
+    /// How the client authenticated: `jwt` or `mtls`, once it did.
+    pub fn auth_method(&self) -> Option<&'static str> {
+        self.identity().map(|identity| match identity.source {
+            crate::identity::Source::Token => "jwt",
+            crate::identity::Source::Certificate => "mtls",
+        })
+    }
+
     /// Takes the bytes waiting to go on in `flow` (toward the server for
     /// [`Direction::ClientToServer`]), leaving `spare` (emptied) in their place, so buffers
     /// are reused rather than allocated per call.
@@ -285,6 +319,19 @@ impl Session {
     /// Reads bytes that arrived from one peer and says what to do with them. `now` is the
     /// current Unix time in seconds (token expiry).
     pub fn feed(&mut self, from: Direction, input: &[u8], now: u64) -> Action {
+        let action = self.feed_bytes(from, input, now);
+        if self.audit.is_some() {
+            if let Action::Refuse { violation, .. } | Action::Close(violation) = &action {
+                // Drivers probe versions at every connect: that is not worth a record.
+                if !violation.is_version_probe() {
+                    self.audit_violation(violation.to_string());
+                }
+            }
+        }
+        action
+    }
+
+    fn feed_bytes(&mut self, from: Direction, input: &[u8], now: u64) -> Action {
         if self.auth == AuthState::PassThrough {
             return self.feed_watching(from, input);
         }
@@ -505,6 +552,7 @@ impl Session {
             Direction::ServerToClient => {
                 (holding && (self.server.in_segments() || header.length <= 64 * 1024))
                     || (header.opcode == Opcode::Result && self.is_pending(header.stream))
+                    || (header.opcode == Opcode::Error && self.audit_awaits(header.stream))
             }
         };
         if capture {
@@ -628,28 +676,44 @@ impl Session {
         Some(self.pending.swap_remove(i).1)
     }
 
-    /// A response, whether forwarded as it came or held: completes a pending request.
+    /// A response, whether forwarded as it came or held: completes a pending request, and
+    /// the audit record of its request.
     fn on_response(&mut self, header: &Header, body: Option<&[u8]>) {
-        if self.pending.is_empty() || !header.is_response {
+        if !header.is_response {
             return;
         }
-        let Some(pending) = self.take_pending(header.stream) else {
-            return;
-        };
+        let mut prepared_id = None;
+        if !self.pending.is_empty() {
+            if let Some(pending) = self.take_pending(header.stream) {
+                prepared_id = self.complete_pending(pending, header, body);
+            }
+        }
+        if self.audit.is_some() {
+            self.audit_response(header, body, prepared_id);
+        }
+    }
+
+    /// Learns what a PREPARE or USE did from its RESULT; returns a prepared id.
+    fn complete_pending<'b>(
+        &mut self,
+        pending: Pending,
+        header: &Header,
+        body: Option<&'b [u8]>,
+    ) -> Option<&'b [u8]> {
         let (Opcode::Result, Some(body)) = (header.opcode, body) else {
-            return;
+            return None;
         };
-        let Ok((_, body)) = strip_prefixes(header, body) else {
-            return;
-        };
+        let (_, body) = strip_prefixes(header, body).ok()?;
         match (pending, ResultBody::decode(body, header.version)) {
             (Pending::Prepare(prepared), Ok(ResultBody::Prepared { id, .. })) => {
                 self.shared.borrow_mut().prepared.insert(id, prepared);
+                Some(id)
             }
             (Pending::Use, Ok(ResultBody::SetKeyspace(keyspace))) => {
                 self.keyspace = Some(keyspace.to_string());
+                None
             }
-            _ => {}
+            _ => None,
         }
     }
 }

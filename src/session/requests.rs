@@ -13,11 +13,13 @@ use crate::codec::messages::{
 };
 use crate::codec::{CodecError, Header, Opcode};
 
+use super::audit::Decided;
 use super::{Action, Fault, Pending, Prepared, Session};
 
 /// What the proxy answers a request it does not forward.
 enum Refusal {
-    Unauthorized(String),
+    /// Denied: the reason the client reads, and the policy rule that decided (if one did).
+    Unauthorized(String, Option<String>),
     Unprepared(Vec<u8>),
 }
 
@@ -81,21 +83,27 @@ impl Session {
                 Err(error) => return Err(self.malformed(header, error)),
             },
             Opcode::Execute => match Execute::decode(body, header.version) {
-                Ok(execute) => self.authorize_execute(&execute, now),
+                Ok(execute) => self.authorize_execute(stream, &execute, now),
                 Err(error) => return Err(self.malformed(header, error)),
             },
             Opcode::Batch => match Batch::decode(body, header.version) {
-                Ok(batch) => self.authorize_batch(&batch, now),
+                Ok(batch) => self.authorize_batch(stream, &batch, now),
                 Err(error) => return Err(self.malformed(header, error)),
             },
             _ => Ok(()),
         };
+        self.requests += 1;
         match outcome {
-            Ok(()) => Ok(true),
-            Err(Refusal::Unauthorized(reason)) => {
+            Ok(()) => {
+                self.audit_decided(Decided::Allowed);
+                Ok(true)
+            }
+            Err(Refusal::Unauthorized(reason, rule)) => {
+                self.denied += 1;
                 self.answer_client(|f, out| {
                     f.write_error(stream, codes::UNAUTHORIZED, &reason, out)
                 });
+                self.audit_decided(Decided::Denied { reason, rule });
                 Ok(false)
             }
             Err(Refusal::Unprepared(id)) => {
@@ -104,6 +112,10 @@ impl Session {
                     hex(&id)
                 );
                 self.answer_client(|f, out| f.write_unprepared(stream, &id, &message, out));
+                self.audit_decided(Decided::Answered {
+                    code: codes::UNPREPARED,
+                    reason: message,
+                });
                 Ok(false)
             }
         }
@@ -124,6 +136,7 @@ impl Session {
         let keyspace = query.params.keyspace.map(str::to_string);
         let keyspace = keyspace.or_else(|| self.keyspace.clone());
         let statement = classify(query.query, keyspace.as_deref());
+        self.draft_statement(stream, query.query, &statement, false);
         self.decide(&statement, now)?;
         if statement.kind == Kind::Use {
             self.expect_response(stream, Pending::Use);
@@ -140,6 +153,7 @@ impl Session {
         let keyspace = prepare.keyspace.map(str::to_string);
         let keyspace = keyspace.or_else(|| self.keyspace.clone());
         let statement = classify(prepare.query, keyspace.as_deref());
+        self.draft_statement(stream, prepare.query, &statement, true);
         self.decide(&statement, now)?;
         let prepared = Prepared {
             text: prepare.query.to_string(),
@@ -149,8 +163,17 @@ impl Session {
         Ok(())
     }
 
-    fn authorize_execute(&mut self, execute: &Execute<'_>, now: u64) -> Result<(), Refusal> {
+    fn authorize_execute(
+        &mut self,
+        stream: i16,
+        execute: &Execute<'_>,
+        now: u64,
+    ) -> Result<(), Refusal> {
         let prepared = self.shared.borrow_mut().prepared.get(execute.id);
+        if self.audits() {
+            let known = prepared.as_ref().map(|p| (p.text.as_str(), &p.statement));
+            self.draft_execute(stream, execute.id, known);
+        }
         match prepared {
             Some(prepared) => self.decide(&prepared.statement, now),
             None => Err(Refusal::Unprepared(execute.id.to_vec())),
@@ -158,13 +181,15 @@ impl Session {
     }
 
     /// A batch goes on only if every child is allowed.
-    fn authorize_batch(&mut self, batch: &Batch<'_>, now: u64) -> Result<(), Refusal> {
+    fn authorize_batch(&mut self, stream: i16, batch: &Batch<'_>, now: u64) -> Result<(), Refusal> {
         let keyspace = batch.keyspace.map(str::to_string);
         let keyspace = keyspace.or_else(|| self.keyspace.clone());
+        self.draft_batch(stream);
         for child in batch.children.iter() {
             match child.statement {
                 BatchStatement::Query(text) => {
                     let mut statement = classify(text, keyspace.as_deref());
+                    self.draft_child(Some(text), None, Some(&statement));
                     if batch.batch_type == BatchType::Unlogged {
                         statement.flags.insert(Flags::UNLOGGED_BATCH);
                     }
@@ -173,8 +198,10 @@ impl Session {
                 BatchStatement::Prepared(id) => {
                     let prepared = self.shared.borrow_mut().prepared.get(id);
                     let Some(prepared) = prepared else {
+                        self.draft_child(None, Some(id), None);
                         return Err(Refusal::Unprepared(id.to_vec()));
                     };
+                    self.draft_child(Some(&prepared.text), Some(id), Some(&prepared.statement));
                     if batch.batch_type == BatchType::Unlogged {
                         let mut statement = prepared.statement.clone();
                         statement.flags.insert(Flags::UNLOGGED_BATCH);
@@ -193,6 +220,7 @@ impl Session {
         let Some(identity) = &self.identity else {
             return Err(Refusal::Unauthorized(
                 "The connection is not authenticated".to_string(),
+                None,
             ));
         };
         // Tokens expire as the validator sees it (with its leeway); certificates at notAfter.
@@ -201,10 +229,13 @@ impl Session {
             _ => identity.expires_at.is_some_and(|expiry| now > expiry),
         };
         if expired {
-            return Err(Refusal::Unauthorized(format!(
-                "User {}: token expired; reconnect with a fresh token",
-                identity.principal
-            )));
+            return Err(Refusal::Unauthorized(
+                format!(
+                    "User {}: token expired; reconnect with a fresh token",
+                    identity.principal
+                ),
+                Some("token expired".to_string()),
+            ));
         }
         let (Some(policy), Some(roles)) = (&self.config.policy, &self.roles) else {
             return Ok(());
@@ -216,9 +247,12 @@ impl Session {
             &mut self.shared.borrow_mut().decisions,
         );
         if decision.allowed {
+            if self.audits() {
+                self.draft_rule(&decision.rule);
+            }
             Ok(())
         } else {
-            Err(Refusal::Unauthorized(decision.reason))
+            Err(Refusal::Unauthorized(decision.reason, Some(decision.rule)))
         }
     }
 

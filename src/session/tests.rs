@@ -54,6 +54,7 @@ fn token(sub: &str, exp: u64) -> String {
 struct Setup {
     login: bool,
     policy: bool,
+    audit: bool,
     auth: AuthMode,
     certificate: Option<Identity>,
 }
@@ -63,6 +64,7 @@ impl Default for Setup {
         Setup {
             login: false,
             policy: true,
+            audit: false,
             auth: AuthMode::Token,
             certificate: None,
         }
@@ -90,6 +92,9 @@ impl Setup {
                 password: "service-password".into(),
             }),
             policy: self.policy.then(|| Rc::new(Policy::parse(POLICY).unwrap())),
+            audit: self
+                .audit
+                .then(|| Rc::new(crate::audit::Settings::default())),
         };
         Session::new(
             Rc::new(config),
@@ -712,4 +717,114 @@ fn watching_sessions_forward_everything() {
     let bytes = client.write(0, Opcode::Query, &query_body("DROP KEYSPACE shop", 4));
     assert_eq!(s.feed(C2S, &bytes, NOW), Action::Forward);
     assert!(!s.has_output(C2S));
+}
+
+/// The audit lines a session wrote since the last call, parsed.
+fn audit_lines(session: &mut Session) -> Vec<serde_json::Value> {
+    let mut text = Vec::new();
+    session.drain_audit(|lines| text.extend_from_slice(lines));
+    String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn audit_records_decisions_outcomes_and_execute_with_its_text() {
+    for version in [4, 5] {
+        let mut session = Setup {
+            audit: true,
+            ..Setup::default()
+        }
+        .session();
+        session.open_audit(
+            crate::audit::Peer {
+                session: 9,
+                client: "10.0.0.1:5000".into(),
+                server: "10.0.0.2:9042".into(),
+            },
+            NOW * 1000,
+            0,
+        );
+        let mut w = Wire::new(session, version);
+        w.log_in(&token("alice", NOW + 600));
+        let login = audit_lines(&mut w.session);
+        assert_eq!(login.len(), 1);
+        assert_eq!(login[0]["type"], "LOGIN_SUCCESS");
+        assert_eq!(login[0]["roles"], json!(["reader", "writer"]));
+
+        // Allowed: nothing until the response, which gives the outcome and the latency.
+        w.session.tick(NOW * 1000 + 5, 1_000);
+        w.query(3, "SELECT * FROM shop.orders WHERE id = 1");
+        assert!(audit_lines(&mut w.session).is_empty());
+        let mut error = 0x2200i32.to_be_bytes().to_vec();
+        write::string(&mut error, "unconfigured table orders");
+        w.session.tick(NOW * 1000 + 6, 1_250);
+        w.server_sends(3, Opcode::Error, &error);
+        let lines = audit_lines(&mut w.session);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let l = &lines[0];
+        assert_eq!(l["time"], "2027-01-15T08:00:00.005Z");
+        assert_eq!(
+            (l["type"].as_str(), l["table"].as_str()),
+            (Some("SELECT"), Some("orders"))
+        );
+        assert_eq!(
+            (l["decision"].as_str(), l["outcome"].as_str()),
+            (Some("allow"), Some("error"))
+        );
+        assert_eq!(
+            (l["error_code"].as_str(), l["latency_us"].as_u64()),
+            (Some("0x2200"), Some(250))
+        );
+        assert_eq!(
+            l["rule"],
+            "role reader: grant SELECT on KEYSPACE shop (line 3)"
+        );
+
+        // Denied: at once, with the client's reason.
+        w.query(4, "DELETE FROM shop.payments WHERE id = 1");
+        let lines = audit_lines(&mut w.session);
+        assert_eq!(lines[0]["decision"], "deny");
+        assert!(lines[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no MODIFY permission"));
+
+        // PREPARE learns its id from the RESULT; EXECUTE is recorded with the prepared text.
+        let text = "SELECT * FROM shop.orders WHERE id = ?";
+        w.client_sends(5, Opcode::Prepare, &prepare_body(text, version));
+        let mut result = 4i32.to_be_bytes().to_vec();
+        write::short_bytes(&mut result, b"\x01\x02");
+        if version >= 5 {
+            write::short_bytes(&mut result, b"meta");
+        }
+        result.extend_from_slice(&[0; 12]);
+        w.server_sends(5, Opcode::Result, &result);
+        w.client_sends(6, Opcode::Execute, &execute_body(b"\x01\x02", version));
+        w.server_sends(6, Opcode::Result, &1i32.to_be_bytes());
+        let lines = audit_lines(&mut w.session);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(
+            (lines[0]["type"].as_str(), lines[0]["prepared_id"].as_str()),
+            (Some("PREPARE_STATEMENT"), Some("0x0102"))
+        );
+        assert_eq!(
+            (lines[1]["type"].as_str(), lines[1]["statement"].as_str()),
+            (Some("SELECT"), Some(text))
+        );
+        assert_eq!(lines[1]["prepared_id"], "0x0102");
+
+        // A request still waiting when the connection ends, then the summary.
+        w.query(7, "SELECT * FROM shop.orders");
+        w.session.close_audit();
+        let lines = audit_lines(&mut w.session);
+        assert_eq!(lines[0]["outcome"], "no_response");
+        assert_eq!(lines[1]["event"], "session");
+        assert_eq!(
+            (lines[1]["requests"].as_u64(), lines[1]["denied"].as_u64()),
+            (Some(5), Some(1))
+        );
+    }
 }

@@ -236,6 +236,9 @@ impl Nginx {
                 .args(["-KILL", &self.pid.to_string()])
                 .status();
         }
+        if !std::thread::panicking() {
+            assert_no_secrets(&self.prefix.join("logs"));
+        }
     }
 }
 
@@ -247,6 +250,65 @@ impl Drop for Nginx {
             assert_no_crash(&self.error_log());
         }
     }
+}
+
+static SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers a token, password or bound value that must never appear in a log file: every
+/// NGINX a test started has its log folder scanned when it stops.
+pub fn never_logged(secret: &str) {
+    if let Ok(mut secrets) = SECRETS.lock() {
+        secrets.push(secret.to_string());
+    }
+}
+
+/// Fails when a file under `logs` holds a registered secret or anything shaped like a JWT
+/// (`eyJ...` header, a dot, `eyJ...` claims).
+pub fn assert_no_secrets(logs: &Path) {
+    let secrets = SECRETS.lock().map(|s| s.clone()).unwrap_or_default();
+    let Ok(entries) = fs::read_dir(logs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(bytes) = fs::read(&path) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{} contains a secret: {}",
+                path.display(),
+                secret
+            );
+        }
+        if let Some(at) = find_jwt(&text) {
+            panic!(
+                "{} contains a token: {}",
+                path.display(),
+                &text[at..(at + 60).min(text.len())]
+            );
+        }
+    }
+}
+
+/// Where a JWT-shaped run starts in `text`.
+fn find_jwt(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let b64 = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    let mut from = 0;
+    while let Some(i) = text[from..].find("eyJ").map(|i| i + from) {
+        let mut j = i;
+        while j < b.len() && b64(b[j]) {
+            j += 1;
+        }
+        if j - i >= 10 && b.get(j) == Some(&b'.') && text[j + 1..].starts_with("eyJ") {
+            return Some(i);
+        }
+        from = i + 3;
+    }
+    None
 }
 
 /// `nginx -s <signal>` against the instance running in `prefix`.

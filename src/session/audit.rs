@@ -1,0 +1,437 @@
+//! The session's audit records: logins, every request decision with Cassandra's outcome,
+//! protocol violations and a summary when the connection ends.
+//!
+//! Only built when the server has an audit log. A request's record is drafted while it is
+//! decided; a denial is written at once, an allowed request waits (by stream id) for its
+//! response, which gives the outcome and the latency. Lines are formatted here and taken by
+//! the NGINX layer with [`Session::drain_audit`].
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
+
+use crate::audit::{self, Child, Event, Outcome, Peer, Record, Summary, Who};
+use crate::classify::{Category, Operation, Statement};
+use crate::codec::messages::strip_prefixes;
+use crate::codec::{Header, Opcode};
+use crate::identity::{Identity, Source};
+
+use super::Session;
+
+/// Stream ids are small integers: they hash to themselves.
+#[derive(Default)]
+pub(super) struct StreamHasher(u64);
+
+impl Hasher for StreamHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_i16(&mut self, n: i16) {
+        self.0 = n as u16 as u64;
+    }
+}
+
+/// The audit state of a session.
+pub(super) struct AuditLog {
+    settings: Rc<audit::Settings>,
+    peer: Peer,
+    who: Who,
+    /// Formatted lines waiting to be written.
+    lines: Vec<u8>,
+    /// Allowed requests waiting for their response, by stream id, with the time they went on.
+    inflight: HashMap<i16, (Record, u64), BuildHasherDefault<StreamHasher>>,
+    opened_ms: u64,
+    /// The record of the request being decided.
+    draft: Option<Record>,
+}
+
+/// The clock the session reads for audit records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Clock {
+    pub unix_ms: u64,
+    pub monotonic_us: u64,
+}
+
+impl AuditLog {
+    fn write(&mut self, record: &Record) {
+        audit::write_line(
+            self.settings.format,
+            &self.peer,
+            &self.who,
+            record,
+            &mut self.lines,
+        );
+    }
+
+    fn wants(&self, record: &Record) -> bool {
+        self.settings.filter.wants(
+            record.category,
+            record.keyspace.as_deref(),
+            record.is_denial(),
+        )
+    }
+
+    fn text(&self, text: &str) -> String {
+        audit::redact(text, self.settings.redact_literals)
+    }
+}
+
+/// The keyspace a batch concerns: its statements' one keyspace, if they share one.
+fn common_keyspace(children: &[Child]) -> Option<String> {
+    let first = children.first()?.keyspace.as_ref()?;
+    children
+        .iter()
+        .all(|c| c.keyspace.as_ref() == Some(first))
+        .then(|| first.clone())
+}
+
+impl Session {
+    /// Starts recording, if the server has an audit log: `peer` names the connection.
+    pub fn open_audit(&mut self, peer: Peer, unix_ms: u64, monotonic_us: u64) {
+        let Some(settings) = self.config.audit.clone() else {
+            return;
+        };
+        self.clock = Clock {
+            unix_ms,
+            monotonic_us,
+        };
+        self.audit = Some(Box::new(AuditLog {
+            settings,
+            peer,
+            who: Who::default(),
+            lines: Vec::new(),
+            inflight: HashMap::default(),
+            opened_ms: unix_ms,
+            draft: None,
+        }));
+    }
+
+    /// Whether this session records an audit trail.
+    pub fn audits(&self) -> bool {
+        self.audit.is_some()
+    }
+
+    /// The time of the bytes about to be fed: wall clock for the records, a monotonic one
+    /// for latencies.
+    pub fn tick(&mut self, unix_ms: u64, monotonic_us: u64) {
+        self.clock = Clock {
+            unix_ms,
+            monotonic_us,
+        };
+    }
+
+    /// Hands the audit lines written since the last call to `write` (lines end in `\n`),
+    /// and forgets them.
+    pub fn drain_audit(&mut self, mut write: impl FnMut(&[u8])) {
+        if let Some(log) = self.audit.as_mut() {
+            if !log.lines.is_empty() {
+                write(&log.lines);
+                log.lines.clear();
+            }
+        }
+    }
+
+    /// The connection ends: requests still waiting are recorded without a response, then
+    /// the session's summary. Take the lines with [`Session::drain_audit`].
+    pub fn close_audit(&mut self) {
+        let Some(mut log) = self.audit.take() else {
+            return;
+        };
+        let mut waiting: Vec<(Record, u64)> = log.inflight.drain().map(|(_, v)| v).collect();
+        waiting.sort_by_key(|(r, _)| r.time_ms);
+        for (mut record, _) in waiting {
+            record.outcome = Some(Outcome::NoResponse);
+            log.write(&record);
+        }
+        let mut record = Record::new(
+            self.clock.unix_ms,
+            Event::Session,
+            Category::Other,
+            "SESSION_END",
+        );
+        record.summary = Some(Summary {
+            requests: self.requests,
+            denied: self.denied,
+            duration_ms: self.clock.unix_ms.saturating_sub(log.opened_ms),
+            client_frames: self.counters.client.frames,
+            server_frames: self.counters.server.frames,
+        });
+        if log.wants(&record) {
+            log.write(&record);
+        }
+        // Keep the log (closed) so the last lines can still be drained.
+        log.inflight = HashMap::default();
+        self.audit = Some(log);
+        self.audit_closed = true;
+    }
+
+    /// The identity was accepted: who the records name from now on.
+    pub(super) fn audit_identity(&mut self, identity: &Identity) {
+        let roles = self
+            .roles
+            .as_ref()
+            .map(|r| r.names().map(str::to_string).collect())
+            .unwrap_or_default();
+        if let Some(log) = self.audit.as_mut() {
+            log.who = Who {
+                principal: Some(identity.principal.clone()),
+                roles,
+                auth: match identity.source {
+                    Source::Token => "jwt",
+                    Source::Certificate => "mtls",
+                },
+            };
+        }
+    }
+
+    /// A login succeeded (`Ok`) or failed with a reason.
+    pub(super) fn audit_login(&mut self, outcome: Result<(), &str>) {
+        let time = self.clock.unix_ms;
+        let Some(log) = self.audit.as_mut() else {
+            return;
+        };
+        let operation = match outcome {
+            Ok(()) => Operation::LoginSuccess,
+            Err(_) => Operation::LoginError,
+        };
+        let mut record = Record::new(time, Event::Login, Category::Auth, operation.as_str());
+        record.allowed = Some(outcome.is_ok());
+        if let Err(reason) = outcome {
+            record.reason = Some(reason.to_string());
+            log.who.principal = None;
+            log.who.roles.clear();
+        }
+        if log.wants(&record) {
+            log.write(&record);
+        }
+    }
+
+    /// The connection is ended for a protocol violation.
+    pub(super) fn audit_violation(&mut self, reason: String) {
+        let time = self.clock.unix_ms;
+        let Some(log) = self.audit.as_mut() else {
+            return;
+        };
+        if self.audit_closed {
+            return;
+        }
+        let mut record = Record::new(
+            time,
+            Event::Violation,
+            Category::Error,
+            Operation::RequestFailure.as_str(),
+        );
+        record.reason = Some(reason);
+        if log.wants(&record) {
+            log.write(&record);
+        }
+    }
+
+    /// Starts the record of a QUERY or PREPARE of `text`, classified as `statement`.
+    pub(super) fn draft_statement(
+        &mut self,
+        stream: i16,
+        text: &str,
+        statement: &Statement<'_>,
+        prepare: bool,
+    ) {
+        let time = self.clock.unix_ms;
+        let Some(log) = self.audit.as_mut() else {
+            return;
+        };
+        let (category, operation) = if prepare {
+            (Category::Prepare, Operation::PrepareStatement)
+        } else {
+            (statement.category, statement.operation)
+        };
+        let mut record = Record::new(time, Event::Request, category, operation.as_str());
+        record.stream = Some(stream);
+        record.keyspace = statement.keyspace.as_deref().map(str::to_string);
+        record.table = statement.table.as_deref().map(str::to_string);
+        record.statement = Some(log.text(text));
+        log.draft = Some(record);
+    }
+
+    /// Starts the record of an EXECUTE of a prepared id.
+    pub(super) fn draft_execute(
+        &mut self,
+        stream: i16,
+        id: &[u8],
+        prepared: Option<(&str, &Statement<'_>)>,
+    ) {
+        let time = self.clock.unix_ms;
+        let Some(log) = self.audit.as_mut() else {
+            return;
+        };
+        let (category, operation) = match prepared {
+            Some((_, s)) => (s.category, s.operation),
+            None => (Category::Error, Operation::RequestFailure),
+        };
+        let mut record = Record::new(time, Event::Request, category, operation.as_str());
+        record.stream = Some(stream);
+        record.prepared_id = Some(id.to_vec());
+        if let Some((text, statement)) = prepared {
+            record.keyspace = statement.keyspace.as_deref().map(str::to_string);
+            record.table = statement.table.as_deref().map(str::to_string);
+            record.statement = Some(log.text(text));
+        }
+        log.draft = Some(record);
+    }
+
+    /// Starts the record of a BATCH; its statements are added with [`Session::draft_child`].
+    pub(super) fn draft_batch(&mut self, stream: i16) {
+        let time = self.clock.unix_ms;
+        let Some(log) = self.audit.as_mut() else {
+            return;
+        };
+        let mut record = Record::new(
+            time,
+            Event::Request,
+            Category::Dml,
+            Operation::Batch.as_str(),
+        );
+        record.stream = Some(stream);
+        log.draft = Some(record);
+    }
+
+    /// A statement of the BATCH being decided: its text, or its prepared id (with the
+    /// prepared text when the proxy knows it).
+    pub(super) fn draft_child(
+        &mut self,
+        text: Option<&str>,
+        id: Option<&[u8]>,
+        statement: Option<&Statement<'_>>,
+    ) {
+        let Some(log) = self.audit.as_mut() else {
+            return;
+        };
+        let child = Child {
+            operation: statement
+                .map(|s| s.operation.as_str())
+                .unwrap_or(Operation::RequestFailure.as_str()),
+            keyspace: statement.and_then(|s| s.keyspace.as_deref().map(str::to_string)),
+            table: statement.and_then(|s| s.table.as_deref().map(str::to_string)),
+            statement: text.map(|t| log.text(t)),
+            prepared_id: id.map(<[u8]>::to_vec),
+        };
+        if let Some(draft) = log.draft.as_mut() {
+            draft.batch.push(child);
+        }
+    }
+
+    /// The rule that allowed a statement of the request being decided.
+    pub(super) fn draft_rule(&mut self, rule: &str) {
+        let Some(draft) = self.audit.as_mut().and_then(|log| log.draft.as_mut()) else {
+            return;
+        };
+        match &mut draft.rule {
+            Some(rules) if !rules.split("; ").any(|r| r == rule) => {
+                rules.push_str("; ");
+                rules.push_str(rule);
+            }
+            Some(_) => {}
+            None => draft.rule = Some(rule.to_string()),
+        }
+    }
+
+    /// The request was decided: a denial (`Err(reason, rule)`) is written now; an allowed
+    /// request waits for its response; a request the proxy answered itself (an unknown
+    /// prepared id) is written with that answer's code.
+    pub(super) fn audit_decided(&mut self, decision: Decided) {
+        let now = self.clock.monotonic_us;
+        let Some(log) = self.audit.as_mut() else {
+            return;
+        };
+        let Some(mut record) = log.draft.take() else {
+            return;
+        };
+        if !record.batch.is_empty() {
+            record.keyspace = common_keyspace(&record.batch);
+        }
+        match decision {
+            Decided::Allowed => {
+                record.allowed = Some(true);
+                if log.wants(&record) {
+                    if let Some(stream) = record.stream {
+                        log.inflight.insert(stream, (record, now));
+                    }
+                }
+            }
+            Decided::Denied { reason, rule } => {
+                record.allowed = Some(false);
+                record.reason = Some(reason);
+                record.rule = rule;
+                if log.wants(&record) {
+                    log.write(&record);
+                }
+            }
+            Decided::Answered { code, reason } => {
+                record.outcome = Some(Outcome::Error(code));
+                record.reason = Some(reason);
+                if log.wants(&record) {
+                    log.write(&record);
+                }
+            }
+        }
+    }
+
+    /// Whether an allowed request on `stream` waits for its response.
+    pub(super) fn audit_awaits(&self, stream: i16) -> bool {
+        self.audit
+            .as_ref()
+            .is_some_and(|log| !log.inflight.is_empty() && log.inflight.contains_key(&stream))
+    }
+
+    /// A response from Cassandra: completes the record of its request.
+    pub(super) fn audit_response(
+        &mut self,
+        header: &Header,
+        body: Option<&[u8]>,
+        prepared_id: Option<&[u8]>,
+    ) {
+        let now = self.clock.monotonic_us;
+        let Some(log) = self.audit.as_mut() else {
+            return;
+        };
+        if log.inflight.is_empty() || !header.is_response {
+            return;
+        }
+        let Some((mut record, started)) = log.inflight.remove(&header.stream) else {
+            return;
+        };
+        record.outcome = Some(match header.opcode {
+            Opcode::Error => Outcome::Error(error_code(header, body).unwrap_or(0)),
+            _ => Outcome::Success,
+        });
+        record.latency_us = Some(now.saturating_sub(started));
+        if record.prepared_id.is_none() {
+            record.prepared_id = prepared_id.map(<[u8]>::to_vec);
+        }
+        log.write(&record);
+    }
+}
+
+/// How a request was decided, for its record.
+pub(super) enum Decided {
+    Allowed,
+    Denied {
+        reason: String,
+        rule: Option<String>,
+    },
+    Answered {
+        code: i32,
+        reason: String,
+    },
+}
+
+/// The code of an ERROR body (its first four bytes, after any prefixes).
+fn error_code(header: &Header, body: Option<&[u8]>) -> Option<i32> {
+    let (_, rest) = strip_prefixes(header, body?).ok()?;
+    let bytes: [u8; 4] = rest.get(..4)?.try_into().ok()?;
+    Some(i32::from_be_bytes(bytes))
+}
