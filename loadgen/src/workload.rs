@@ -62,7 +62,7 @@ pub struct Watch {
 
 /// utime+stime (from /proc/PID/stat, 10 ms ticks) and run time (from the schedstat of each
 /// of its threads, nanoseconds) of a process, in seconds.
-fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
+fn proc_cpu(pid: u32) -> Option<(f64, f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -80,18 +80,22 @@ fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
             .unwrap_or(0.0)
             / 1e9;
     }
-    Some(((utime + stime) / 100.0, sched))
+    Some(((utime + stime) / 100.0, sched, stime / 100.0))
 }
 
 impl Watch {
-    fn sample(&self) -> Vec<Option<(f64, f64)>> {
-        let mut v: Vec<Option<(f64, f64)>> = self.pids.iter().map(|&p| proc_cpu(p)).collect();
-        v.push(Some((stats::cpu_seconds(), f64::NAN)));
+    fn sample(&self) -> Vec<Option<(f64, f64, f64)>> {
+        let mut v: Vec<_> = self.pids.iter().map(|&p| proc_cpu(p)).collect();
+        v.push(Some((stats::cpu_seconds(), f64::NAN, f64::NAN)));
         v
     }
 
-    /// `{"PID": {"cpu_s": utime+stime, "run_s": schedstat}, ..., "self": {...}}`.
-    fn delta(&self, before: &[Option<(f64, f64)>], after: &[Option<(f64, f64)>]) -> Value {
+    /// `{"PID": {"cpu_s": utime+stime, "sys_s": stime, "run_s": schedstat}, ..., "self": {...}}`.
+    fn delta(
+        &self,
+        before: &[Option<(f64, f64, f64)>],
+        after: &[Option<(f64, f64, f64)>],
+    ) -> Value {
         let mut m = serde_json::Map::new();
         let names = self
             .pids
@@ -103,10 +107,12 @@ impl Watch {
                 before.get(i).copied().flatten(),
                 after.get(i).copied().flatten(),
             ) {
-                (Some((c0, r0)), Some((c1, r1))) => {
+                (Some((c0, r0, s0)), Some((c1, r1, s1))) => {
                     let run = r1 - r0;
+                    let sys = s1 - s0;
                     json!({
                         "cpu_s": round6(c1 - c0),
+                        "sys_s": if sys.is_finite() { Value::from(round6(sys)) } else { Value::Null },
                         "run_s": if run.is_finite() { Value::from(round6(run)) } else { Value::Null },
                     })
                 }
