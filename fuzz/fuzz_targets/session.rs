@@ -1,11 +1,13 @@
 //! Fuzzes the gate: a session with token authentication and a policy, fed chunks from both
 //! peers. Half of the inputs start with a valid handshake (STARTUP, READY, a valid token), so
-//! the bytes that follow reach request authorization, prepared ids and re-framing.
+//! the bytes that follow reach request authorization, prepared ids, re-framing and the
+//! audit records of requests and responses.
 #![no_main]
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use libfuzzer_sys::fuzz_target;
+use ngx_stream_cql_module::audit;
 use ngx_stream_cql_module::codec::segment::write_segment;
 use ngx_stream_cql_module::codec::{Framing, Opcode};
 use ngx_stream_cql_module::policy::Policy;
@@ -24,7 +26,9 @@ role = "reader"
 groups = ["g"]
 "#;
 
-fn session() -> Session {
+/// A session with an audit log (literals masked or not), so records are built and formatted
+/// for whatever the fuzzer makes of requests and responses.
+fn session(redact_literals: bool) -> Session {
     let config = Config {
         limits: Limits::default(),
         auth: AuthMode::Token,
@@ -32,12 +36,18 @@ fn session() -> Session {
         generation: 1,
         upstream_login: None,
         policy: Some(Rc::new(Policy::parse(POLICY).expect("policy"))),
+        audit: Some(Rc::new(audit::Settings {
+            redact_literals,
+            ..audit::Settings::default()
+        })),
     };
-    Session::new(
+    let mut s = Session::new(
         Rc::new(config),
         Rc::new(RefCell::new(Shared::new(Capacities::default()))),
         None,
-    )
+    );
+    s.open_audit(audit::Peer::default(), common::NOW * 1000, 0);
+    s
 }
 
 fn feed(s: &mut Session, from: Direction, bytes: &[u8]) -> bool {
@@ -47,6 +57,7 @@ fn feed(s: &mut Session, from: Direction, bytes: &[u8]) -> bool {
     );
     let _ = s.take_output(Direction::ClientToServer, Vec::new());
     let _ = s.take_output(Direction::ServerToClient, Vec::new());
+    s.drain_audit(|lines| assert!(lines.ends_with(b"\n")));
     go_on
 }
 
@@ -55,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let version = if ctl & 1 == 0 { 4 } else { 5 };
-    let mut s = session();
+    let mut s = session(ctl & 4 != 0);
     let mut segments = false;
     if ctl & 2 != 0 {
         let f = Framing::envelopes(version);
@@ -102,7 +113,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         if !feed(&mut s, from, &bytes) {
-            return;
+            break;
         }
     }
+    s.close_audit();
+    s.drain_audit(|_| {});
 });
