@@ -16,10 +16,12 @@ pub fn write_line(format: Format, peer: &Peer, who: &Who, record: &Record, out: 
 }
 
 fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(2 + bytes.len() * 2);
     s.push_str("0x");
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
 }
@@ -111,23 +113,39 @@ impl Write for Hex<'_> {
 }
 
 mod itoa_like {
-    use core::fmt::Write;
-
-    /// Integers written in decimal.
+    /// Integers written in decimal, digit by digit.
     pub trait Number {
         fn write(self, out: &mut Vec<u8>);
     }
 
-    macro_rules! number {
-        ($($t:ty),*) => {$(
-            impl Number for $t {
-                fn write(self, out: &mut Vec<u8>) {
-                    let _ = write!(super::Hex(out), "{self}");
-                }
+    pub fn decimal(mut n: u64, out: &mut Vec<u8>) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
             }
-        )*};
+        }
+        out.extend_from_slice(&digits[i..]);
     }
-    number!(u64, i16);
+
+    impl Number for u64 {
+        fn write(self, out: &mut Vec<u8>) {
+            decimal(self, out);
+        }
+    }
+
+    impl Number for i16 {
+        fn write(self, out: &mut Vec<u8>) {
+            if self < 0 {
+                out.push(b'-');
+            }
+            decimal(u64::from(self.unsigned_abs()), out);
+        }
+    }
 }
 
 fn json(peer: &Peer, who: &Who, r: &Record, out: &mut Vec<u8>) {

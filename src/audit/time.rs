@@ -1,21 +1,25 @@
 //! Timestamps of audit lines: ISO 8601 in UTC with milliseconds.
 
-use core::fmt::Write;
-
 /// Writes `unix_ms` as `2026-11-21T09:30:00.123Z`.
 pub fn iso8601_ms(unix_ms: u64, out: &mut String) {
     let secs = unix_ms / 1000;
-    let ms = unix_ms % 1000;
-    let days = secs / 86_400;
     let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
+    let (y, m, d) = civil_from_days(secs / 86_400);
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, y.min(9999));
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem / 60 % 60);
+    put(17, 2, rem % 60);
+    put(20, 3, unix_ms % 1000);
+    out.push_str(core::str::from_utf8(&b).unwrap_or_default());
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
