@@ -53,7 +53,7 @@ fuzz-smoke:
 # the development server direct, through a plain proxy_pass and through the module, in one
 # run (BENCHMARKS.md, docs/bench/*.png; BENCH_QUICK=1 for a short run).
 bench:
-	$(CARGO) bench --bench codec --bench classify
+	$(CARGO) bench --bench codec --bench classify --bench identity --bench policy --bench audit
 	$(MAKE) bench-e2e
 
 bench-e2e:
