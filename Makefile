@@ -49,7 +49,7 @@ fuzz-smoke:
 		echo "fuzz $$t: $$(grep -E '^Done [0-9]+ runs' $$log)"; \
 	done
 
-# Criterion benchmarks of the pure code (codec, classifier), then the end-to-end run:
+# Criterion benchmarks of the pure code (codec, classifier, identity, policy, audit), then the end-to-end run:
 # the development server direct, through a plain proxy_pass and through the module, in one
 # run (BENCHMARKS.md, docs/bench/*.png; BENCH_QUICK=1 for a short run).
 bench:
