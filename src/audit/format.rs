@@ -15,7 +15,8 @@ pub fn write_line(format: Format, peer: &Peer, who: &Who, record: &Record, out: 
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as `0x` and lower-case hex digits (prepared ids).
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(2 + bytes.len() * 2);
     s.push_str("0x");

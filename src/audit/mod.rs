@@ -11,7 +11,7 @@ mod format;
 mod redact;
 mod time;
 
-pub use format::write_line;
+pub use format::{hex, write_line};
 pub use redact::redact;
 pub use time::iso8601_ms;
 

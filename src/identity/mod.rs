@@ -33,6 +33,16 @@ pub enum Source {
     Certificate,
 }
 
+impl Source {
+    /// How a client with this identity authenticated, as logs name it: `jwt` or `mtls`.
+    pub fn auth_method(self) -> &'static str {
+        match self {
+            Source::Token => "jwt",
+            Source::Certificate => "mtls",
+        }
+    }
+}
+
 /// An authenticated client, as the policy sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {

@@ -14,7 +14,7 @@ use crate::audit::{self, Child, Event, Outcome, Peer, Record, Summary, Who};
 use crate::classify::{Category, Operation, Statement};
 use crate::codec::messages::strip_prefixes;
 use crate::codec::{Header, Opcode};
-use crate::identity::{Identity, Source};
+use crate::identity::Identity;
 
 use super::Session;
 
@@ -48,6 +48,8 @@ pub(super) struct AuditLog {
     opened_ms: u64,
     /// The record of the request being decided.
     draft: Option<Record>,
+    /// The connection ended: nothing more is recorded.
+    closed: bool,
 }
 
 /// The clock the session reads for audit records.
@@ -69,11 +71,12 @@ impl AuditLog {
     }
 
     fn wants(&self, record: &Record) -> bool {
-        self.settings.filter.wants(
-            record.category,
-            record.keyspace.as_deref(),
-            record.is_denial(),
-        )
+        !self.closed
+            && self.settings.filter.wants(
+                record.category,
+                record.keyspace.as_deref(),
+                record.is_denial(),
+            )
     }
 
     fn text(&self, text: &str) -> String {
@@ -108,6 +111,7 @@ impl Session {
             inflight: HashMap::default(),
             opened_ms: unix_ms,
             draft: None,
+            closed: false,
         }));
     }
 
@@ -139,7 +143,7 @@ impl Session {
     /// The connection ends: requests still waiting are recorded without a response, then
     /// the session's summary. Take the lines with [`Session::drain_audit`].
     pub fn close_audit(&mut self) {
-        let Some(mut log) = self.audit.take() else {
+        let Some(log) = self.audit.as_mut() else {
             return;
         };
         let mut waiting: Vec<(Record, u64)> = log.inflight.drain().map(|(_, v)| v).collect();
@@ -164,10 +168,8 @@ impl Session {
         if log.wants(&record) {
             log.write(&record);
         }
-        // Keep the log (closed) so the last lines can still be drained.
-        log.inflight = HashMap::default();
-        self.audit = Some(log);
-        self.audit_closed = true;
+        // The lines stay to be drained.
+        log.closed = true;
     }
 
     /// The identity was accepted: who the records name from now on.
@@ -181,10 +183,7 @@ impl Session {
             log.who = Who {
                 principal: Some(identity.principal.clone()),
                 roles,
-                auth: match identity.source {
-                    Source::Token => "jwt",
-                    Source::Certificate => "mtls",
-                },
+                auth: identity.source.auth_method(),
             };
         }
     }
@@ -217,9 +216,6 @@ impl Session {
         let Some(log) = self.audit.as_mut() else {
             return;
         };
-        if self.audit_closed {
-            return;
-        }
         let mut record = Record::new(
             time,
             Event::Violation,

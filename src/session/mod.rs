@@ -188,8 +188,6 @@ pub struct Session {
     denied: u64,
     /// The audit trail, when the server has an audit log.
     audit: Option<Box<AuditLog>>,
-    /// The connection ended: nothing more is recorded.
-    audit_closed: bool,
     clock: Clock,
 }
 
@@ -251,7 +249,6 @@ impl Session {
             requests: 0,
             denied: 0,
             audit: None,
-            audit_closed: false,
             clock: Clock::default(),
         }
     }
@@ -290,10 +287,8 @@ impl Session {
 
     /// How the client authenticated: `jwt` or `mtls`, once it did.
     pub fn auth_method(&self) -> Option<&'static str> {
-        self.identity().map(|identity| match identity.source {
-            crate::identity::Source::Token => "jwt",
-            crate::identity::Source::Certificate => "mtls",
-        })
+        self.identity()
+            .map(|identity| identity.source.auth_method())
     }
 
     /// Takes the bytes waiting to go on in `flow` (toward the server for

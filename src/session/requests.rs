@@ -109,7 +109,7 @@ impl Session {
             Err(Refusal::Unprepared(id)) => {
                 let message = format!(
                     "Prepared query with ID {} not found (the proxy does not know it; prepare it again)",
-                    hex(&id)
+                    crate::audit::hex(&id)
                 );
                 self.answer_client(|f, out| f.write_unprepared(stream, &id, &message, out));
                 self.audit_decided(Decided::Answered {
@@ -261,14 +261,4 @@ impl Session {
         self.pending.retain(|(s, _)| *s != stream);
         self.pending.push((stream, pending));
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use core::fmt::Write;
-    let mut s = String::with_capacity(2 + bytes.len() * 2);
-    s.push_str("0x");
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
