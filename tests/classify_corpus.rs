@@ -87,6 +87,9 @@ fn load() -> Vec<Entry> {
 fn describe(st: &Statement<'_>) -> String {
     let mut out = st.kind.name().to_string();
     if st.kind == Kind::Unparsed {
+        if let Some(r) = st.rejection {
+            out.push_str(&format!(" as={r}"));
+        }
         out.push_str(" reason~");
         out.push_str(st.unparsed.as_deref().unwrap_or(""));
         return out;
@@ -159,7 +162,26 @@ fn check(e: &Entry) -> Vec<String> {
         if !got.contains(want) {
             errs.push(format!("reason: expected to contain {want:?}, got {got:?}"));
         }
+        let got = st.rejection.map(|r| r.to_string());
+        match get("as") {
+            None => errs.push("unparsed entries need as= (syntax, invalid, unsupported)".into()),
+            Some(want) if Some(want) != got.as_deref() => {
+                errs.push(format!("as: expected {want}, got {got:?}"));
+            }
+            Some(_) => {}
+        }
+        // The API the session answers with: the reason, for the matching rejection only.
+        let syntax = (got.as_deref() == Some("syntax")).then_some(st.unparsed.as_deref());
+        if st.syntax_error() != syntax.flatten() {
+            errs.push(format!("syntax_error(): got {:?}", st.syntax_error()));
+        }
         return errs;
+    }
+    if !st.is_unparsed() && (st.rejection.is_some() || st.syntax_error().is_some()) {
+        errs.push(format!(
+            "rejection: a classified statement has {:?}",
+            st.rejection
+        ));
     }
     for (k, _) in &fields {
         if !["op", "ks", "table", "role", "flags", "children", "needs"].contains(&k.as_str()) {

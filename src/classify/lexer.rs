@@ -1,8 +1,13 @@
 //! The CQL lexer, written with `nom`, following Cassandra's `Lexer.g`.
 //!
 //! - Whitespace is space, tab, `\n`, `\r`. Comments are `-- ...` and `// ...` up to the next
-//!   `\n` **or** `\r` (or the end of the text), and `/* ... */` (not nested; unterminated is an
-//!   error). Comments may stand anywhere between tokens, also between the parts of `ks.table`.
+//!   `\n` **or** `\r`, and `/* ... */` (not nested; unterminated is an error). Comments may
+//!   stand anywhere between tokens, also between the parts of `ks.table`.
+//! - A `--` or `//` comment needs its line end, as in `Lexer.g`
+//!   (`COMMENT: ('--' | '//') .* ('\n'|'\r')`): one that runs to the end of the text is an
+//!   error for [`Lexer::strict`], which the classifier uses, because Cassandra answers such a
+//!   text with a syntax error. [`Lexer::new`] reads it as a comment, for tools that only read
+//!   text (masking literals for the audit log), whatever Cassandra would make of it.
 //! - Unquoted identifiers are a letter followed by letters, digits and `_`; they fold to lower
 //!   case. Quoted identifiers `"..."` keep their case; `""` inside stands for one `"`; they may
 //!   contain dots and anything else.
@@ -42,15 +47,17 @@ pub enum Tok<'a> {
 }
 
 impl Tok<'_> {
-    /// A short description for error messages.
+    /// The token as Cassandra's syntax errors show one: `'FORM'`, `';'`, `'<EOF>'`. Long
+    /// words are cut at 40 characters, and string literals are never shown (they may hold a
+    /// password): `'<string literal>'`.
     pub fn describe(&self) -> String {
         match self {
             Tok::Ident(s) => format!("'{}'", truncate(s)),
             Tok::Quoted(s) => format!("'\"{}\"'", truncate(s)),
-            Tok::Str(_) | Tok::Dollar(_) => "a string literal".to_string(),
+            Tok::Str(_) | Tok::Dollar(_) => "'<string literal>'".to_string(),
             Tok::Number(s) => format!("'{}'", truncate(s)),
             Tok::Sym(s) => format!("'{s}'"),
-            Tok::End => "the end of the statement".to_string(),
+            Tok::End => "'<EOF>'".to_string(),
         }
     }
 }
@@ -90,6 +97,8 @@ pub fn name<'a>(tok: Tok<'a>) -> Option<Cow<'a, str>> {
     }
 }
 
+/// A `--` or `//` comment, without its line end (which is whitespace). At the end of the
+/// text the rest is `""`: whether that is allowed is [`Lexer::strict`]'s business.
 fn line_comment(i: &str) -> IResult<&str, &str> {
     recognize(pair(
         alt((tag("--"), tag("//"))),
@@ -260,20 +269,38 @@ pub struct LexError {
     pub message: String,
 }
 
+/// The reason given for a `--` or `//` comment that runs to the end of the text.
+pub const COMMENT_WITHOUT_LINE_END: &str =
+    "comment runs to the end of the statement without a line end";
+
 /// A cursor over the tokens of a text (`Copy`: cloning is free lookahead).
 #[derive(Clone, Copy, Debug)]
 pub struct Lexer<'a> {
     src: &'a str,
     rest: &'a str,
     start: usize,
+    /// Whether a `--` / `//` comment must end with `\n` or `\r`, as in Cassandra.
+    strict: bool,
 }
 
 impl<'a> Lexer<'a> {
+    /// A lexer that reads a `--` or `//` comment running to the end of the text as a
+    /// comment: for reading text (the audit log's masking), not for deciding on it.
     pub fn new(src: &'a str) -> Lexer<'a> {
         Lexer {
             src,
             rest: src,
             start: 0,
+            strict: false,
+        }
+    }
+
+    /// A lexer with Cassandra's rules throughout: a `--` or `//` comment without a line end
+    /// is an error ([`COMMENT_WITHOUT_LINE_END`]), as Cassandra rejects such a text.
+    pub fn strict(src: &'a str) -> Lexer<'a> {
+        Lexer {
+            strict: true,
+            ..Lexer::new(src)
         }
     }
 
@@ -312,7 +339,12 @@ impl<'a> Lexer<'a> {
                 break;
             }
             let comment = match (b[0], b[1]) {
-                (b'-', b'-') | (b'/', b'/') => line_comment(rest),
+                (b'-', b'-') | (b'/', b'/') => match line_comment(rest) {
+                    Ok(("", _)) if self.strict => {
+                        return Err(self.error(rest, COMMENT_WITHOUT_LINE_END))
+                    }
+                    other => other,
+                },
                 (b'/', b'*') => block_comment(rest),
                 _ => break,
             };
@@ -347,8 +379,8 @@ impl<'a> Lexer<'a> {
                     b'\'' => "unterminated string literal".to_string(),
                     b'$' if rest.starts_with("$$") => "unterminated $$ string".to_string(),
                     _ => format!(
-                        "unexpected character {:?}",
-                        rest.chars().next().unwrap_or('?')
+                        "no viable alternative at character '{}'",
+                        rest.chars().next().unwrap_or('?').escape_debug()
                     ),
                 };
                 Err(self.error(rest, &what))
@@ -423,6 +455,45 @@ mod tests {
     }
 
     #[test]
+    fn strict_line_comments_need_a_line_end() {
+        fn strict(s: &str) -> Result<Vec<Tok<'_>>, LexError> {
+            let mut l = Lexer::strict(s);
+            let mut v = Vec::new();
+            loop {
+                match l.next_token()? {
+                    Tok::End => return Ok(v),
+                    t => v.push(t),
+                }
+            }
+        }
+        for ok in [
+            "a -- x\n",
+            "a // x\r",
+            "a --\r\nb",
+            "-- x\nb",
+            "a /* -- */",
+            "a - -",
+        ] {
+            assert!(strict(ok).is_ok(), "{ok:?}");
+        }
+        assert_eq!(
+            strict("a -- x\nb").unwrap(),
+            [Tok::Ident("a"), Tok::Ident("b")]
+        );
+        for (bad, offset) in [("a -- x", 2), ("a //", 2), ("--", 0), ("a\n  // b;", 4)] {
+            let e = strict(bad).unwrap_err();
+            assert_eq!(
+                (e.offset, e.message.as_str()),
+                (offset, COMMENT_WITHOUT_LINE_END)
+            );
+        }
+        // The reading lexer takes such a comment as a comment.
+        assert_eq!(toks("a -- x"), [Tok::Ident("a")]);
+        // Both refuse an unterminated block comment.
+        assert!(strict("a /* x").is_err());
+    }
+
+    #[test]
     fn literals() {
         assert_eq!(toks("'it''s; DROP'"), vec![Tok::Str("it''s; DROP")]);
         assert_eq!(toks("$$ a; b $$"), vec![Tok::Dollar(" a; b ")]);
@@ -472,5 +543,16 @@ mod tests {
             }
             assert!(failed, "{bad:?} should not lex");
         }
+        let mut l = Lexer::new("a #");
+        l.next_token().unwrap();
+        assert_eq!(
+            l.next_token().unwrap_err().message,
+            "no viable alternative at character '#'"
+        );
+        let mut l = Lexer::new("\u{0}");
+        assert_eq!(
+            l.next_token().unwrap_err().message,
+            "no viable alternative at character '\\0'"
+        );
     }
 }

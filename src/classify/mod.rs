@@ -4,7 +4,7 @@
 //! # API
 //!
 //! ```
-//! use ngx_stream_cql_module::classify::{classify, Kind, Permission};
+//! use ngx_stream_cql_module::classify::{classify, Kind, Permission, Rejection};
 //!
 //! let st = classify("UPDATE users SET name = 'x' WHERE id = 1 IF EXISTS", Some("demo"));
 //! assert_eq!(st.kind, Kind::Update);
@@ -16,7 +16,11 @@
 //!
 //! let bad = classify("SELECT * FROM t; DROP TABLE t", Some("demo"));
 //! assert_eq!(bad.kind, Kind::Unparsed);
-//! assert!(bad.unparsed.unwrap().contains("more than one statement"));
+//! assert_eq!(bad.rejection, Some(Rejection::Syntax));
+//! assert_eq!(
+//!     bad.syntax_error(),
+//!     Some("line 1:17 mismatched input 'DROP' expecting <EOF> (more than one statement in one text)")
+//! );
 //! # let _ = Permission::Select;
 //! ```
 //!
@@ -37,6 +41,13 @@
 //! - `children`: the statements of an inline BATCH, each classified; the batch's needs are
 //!   their union.
 //! - `unparsed`: for [`Kind::Unparsed`], a reason a person can read. The policy denies it.
+//! - `rejection` ([`Rejection`]): for [`Kind::Unparsed`], how Cassandra answers the text:
+//!   `Syntax` (SyntaxException; [`Statement::syntax_error`] gives the reason, worded and
+//!   positioned as Cassandra's parser does: `line 1:0 no viable alternative at input
+//!   'SELEKT'`, `line 1:9 mismatched input 'FORM' expecting FROM`, with ANTLR's numbering:
+//!   lines from 1, columns from 0), `Invalid` (InvalidRequest, e.g. no keyspace;
+//!   [`Statement::invalid_request`]), or `Unsupported` (beyond what the classifier decides:
+//!   an empty batch, the limits below).
 //!
 //! [`Statement::into_owned`] detaches a statement from its text (for caches).
 //! [`Resource::covers`] / [`Resource::parent`] give Cassandra's nesting (a grant on a parent
@@ -75,7 +86,8 @@
 //! | ALTER / DROP ROLE / USER | ALTER / DROP on the role |
 //! | GRANT / REVOKE permissions | AUTHORIZE on the resource, then each permission granted on it (ALL: every applicable one); an inapplicable permission is unparsed, as Cassandra rejects it |
 //! | GRANT / REVOKE role | AUTHORIZE on the granted role |
-//! | LIST ROLES / USERS / SUPERUSERS / PERMISSIONS | DESCRIBE on `<all roles>` (`role` is the OF role: Cassandra lets a role list itself) |
+//! | LIST ROLES / USERS / SUPERUSERS | DESCRIBE on `<all roles>` (`role` is the OF role: Cassandra also lets a role list the roles of itself and of its roles, which the policy decides) |
+//! | LIST PERMISSIONS | DESCRIBE on `<role r>` for `OF r`, on `<all roles>` without: Cassandra asks no permission (`CassandraAuthorizer.list`: a superuser, or `r` is the caller or one of its roles), and the policy decides it by that rule |
 //! | ADD / DROP IDENTITY | CREATE / DROP on `<all roles>` |
 //! | USE, DESCRIBE | DESCRIBE on the data or function resource shown (see below) |
 //!
@@ -104,9 +116,11 @@
 //! # Lexing
 //!
 //! As Cassandra's `Lexer.g`: see [`lexer`]. Notably `--` and `//` comments end at `\n` or
-//! `\r`, `/* */` comments may sit between the parts of `ks.table`, unquoted names fold to
-//! lower case, reserved keywords (the CQL reference's list) are never names unless quoted,
-//! and two statements in one text are unparsed, as Cassandra rejects them.
+//! `\r` and one without that line end (running to the end of the text) is a syntax error,
+//! as is an unclosed `/*`; `/* */` comments may sit between the parts of `ks.table`,
+//! unquoted names fold to lower case, reserved keywords (the CQL reference's list) are never
+//! names unless quoted, and two statements in one text are a syntax error, as in Cassandra.
+//! Syntax errors never show a string literal's text (it may be a password).
 //!
 //! # Robustness
 //!
@@ -140,17 +154,18 @@ pub mod statement;
 
 pub use permission::{Permission, PermissionSet};
 pub use resource::Resource;
-pub use statement::{Category, Flags, Kind, Need, Operation, Statement};
+pub use statement::{Category, Flags, Kind, Need, Operation, Rejection, Statement};
 
 /// Classifies one statement's text. `current_keyspace` is the connection's keyspace (from
 /// the last RESULT Set_keyspace, or the v5 per-request keyspace), used for unqualified names.
 ///
-/// Never panics; unrecognised or invalid text gives [`Kind::Unparsed`] with a reason.
+/// Never panics; unrecognised or invalid text gives [`Kind::Unparsed`] with a reason and
+/// the [`Rejection`] Cassandra would answer it with ([`Statement::syntax_error`]).
 pub fn classify<'a>(text: &'a str, current_keyspace: Option<&'a str>) -> Statement<'a> {
     let mut p = parser::Parser::new(text, current_keyspace);
     match p.statement().and_then(|st| p.expect_end().map(|()| st)) {
         Ok(st) => st,
-        Err(parser::Fail(reason)) => Statement::unparsed(reason),
+        Err(fail) => Statement::unparsed(fail.rejection, fail.reason(text)),
     }
 }
 

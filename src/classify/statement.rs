@@ -53,7 +53,8 @@ pub enum Kind {
     AddIdentity,
     DropIdentity,
     Describe,
-    /// Not recognised, or not valid CQL: [`Statement::unparsed`] says why. A denial.
+    /// Not recognised, or not valid CQL: [`Statement::unparsed`] says why and
+    /// [`Statement::rejection`] how Cassandra would answer it. A denial.
     Unparsed,
 }
 
@@ -399,6 +400,41 @@ impl fmt::Display for Operation {
     }
 }
 
+/// How Cassandra itself answers a text the classifier leaves [`Kind::Unparsed`], so that
+/// the proxy can answer it the same way (it is never forwarded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// Not CQL by Cassandra's grammar (`Cql.g`, `Lexer.g`): Cassandra answers ERROR 0x2000
+    /// `SyntaxException`. The reason reads like Cassandra's, with the position where the
+    /// text stops being CQL: `line 1:9 mismatched input 'FORM' expecting FROM`.
+    Syntax,
+    /// CQL that Cassandra refuses as an invalid request (ERROR 0x2200 `InvalidRequest`)
+    /// before anything runs: no keyspace for an unqualified name, a materialized view
+    /// outside its base table's keyspace. The reason is Cassandra's sentence, without a
+    /// position.
+    Invalid,
+    /// CQL beyond what the classifier decides (brackets nested deeper than
+    /// [`super::parser::MAX_NESTING`], more than [`super::parser::MAX_CALLS`] functions, an
+    /// empty batch, which needs no permission): Cassandra might run it, the proxy refuses it.
+    Unsupported,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Syntax => "syntax",
+            Rejection::Invalid => "invalid",
+            Rejection::Unsupported => "unsupported",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Facts about a statement that a policy can use as guardrails (a bit set, `Copy`).
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Flags(u16);
@@ -543,6 +579,8 @@ pub struct Statement<'a> {
     pub children: Vec<Statement<'a>>,
     /// Why the text was not classified ([`Kind::Unparsed`] only): a sentence for a person.
     pub unparsed: Option<String>,
+    /// How Cassandra would answer the text ([`Kind::Unparsed`] only).
+    pub rejection: Option<Rejection>,
 }
 
 impl<'a> Statement<'a> {
@@ -559,18 +597,42 @@ impl<'a> Statement<'a> {
             flags: Flags::EMPTY,
             children: Vec::new(),
             unparsed: None,
+            rejection: None,
         }
     }
 
-    /// A statement that was not classified, with the reason.
-    pub fn unparsed(reason: impl Into<String>) -> Statement<'a> {
+    /// A statement that was not classified: how Cassandra would answer it, and why.
+    pub fn unparsed(rejection: Rejection, reason: impl Into<String>) -> Statement<'a> {
         let mut s = Statement::new(Kind::Unparsed);
         s.unparsed = Some(reason.into());
+        s.rejection = Some(rejection);
         s
     }
 
     pub fn is_unparsed(&self) -> bool {
         self.kind == Kind::Unparsed
+    }
+
+    /// The reason, when the text is not CQL by Cassandra's grammar ([`Rejection::Syntax`]):
+    /// what Cassandra would answer with ERROR 0x2000 `SyntaxException`, e.g.
+    /// `line 1:0 no viable alternative at input 'SELEKT'`. `None` for a classified
+    /// statement and for the other rejections.
+    pub fn syntax_error(&self) -> Option<&str> {
+        self.reason_if(Rejection::Syntax)
+    }
+
+    /// The reason, when Cassandra would refuse the text as an invalid request
+    /// ([`Rejection::Invalid`], ERROR 0x2200 `InvalidRequest`), e.g. `No keyspace has been
+    /// specified. USE a keyspace, or explicitly specify keyspace.tablename`.
+    pub fn invalid_request(&self) -> Option<&str> {
+        self.reason_if(Rejection::Invalid)
+    }
+
+    fn reason_if(&self, rejection: Rejection) -> Option<&str> {
+        match (self.kind, self.rejection) {
+            (Kind::Unparsed, Some(r)) if r == rejection => self.unparsed.as_deref(),
+            _ => None,
+        }
     }
 
     /// Copies borrowed names so the statement outlives its text (e.g. to cache it).
@@ -600,6 +662,7 @@ impl<'a> Statement<'a> {
                 .map(Statement::into_owned)
                 .collect(),
             unparsed: self.unparsed,
+            rejection: self.rejection,
         }
     }
 

@@ -63,7 +63,7 @@ fn select() {
         ["SELECT <table demo.t>"]
     );
     assert!(reason("SELECT FROM t", DEMO).contains("selection"));
-    assert!(reason("SELECT * FROM t", None).contains("no keyspace has been specified"));
+    assert!(reason("SELECT * FROM t", None).contains("No keyspace has been specified"));
 }
 
 #[test]
@@ -387,14 +387,29 @@ fn lists_and_identities() {
     assert_eq!(st.needs[0].to_string(), "DESCRIBE <all roles>");
     assert_eq!(kind("LIST USERS", None), Kind::ListUsers);
     assert_eq!(kind("LIST SUPERUSERS", None), Kind::ListSuperusers);
+    assert_eq!(needs("LIST USERS", None), ["DESCRIBE <all roles>"]);
+    assert_eq!(needs("LIST SUPERUSERS", None), ["DESCRIBE <all roles>"]);
     let st = classify("LIST ALL PERMISSIONS ON ks.t OF bob", None);
     assert_eq!(st.kind, Kind::ListPermissions);
     assert_eq!(st.operation.as_str(), "LIST_PERMISSIONS");
     assert_eq!(st.table.as_deref(), Some("t"));
+    assert_eq!(st.role.as_deref(), Some("bob"));
     assert_eq!(
         kind("LIST SELECT ON KEYSPACE ks", None),
         Kind::ListPermissions
     );
+    // LIST PERMISSIONS names whose permissions it shows, not DESCRIBE on all roles: the
+    // policy decides it as Cassandra's authorizer does (superuser, or the caller's own).
+    for (text, need) in [
+        ("LIST ALL PERMISSIONS OF bob", "DESCRIBE <role bob>"),
+        ("LIST ALL OF 'Bob' NORECURSIVE", "DESCRIBE <role Bob>"),
+        ("LIST SELECT ON ks.t OF \"Bob\"", "DESCRIBE <role Bob>"),
+        ("LIST MODIFY, SELECT ON KEYSPACE ks", "DESCRIBE <all roles>"),
+        ("LIST ALL PERMISSIONS", "DESCRIBE <all roles>"),
+        ("LIST ALL", "DESCRIBE <all roles>"),
+    ] {
+        assert_eq!(needs(text, None), [need], "{text}");
+    }
     let st = classify("ADD IDENTITY 'spiffe://x/y' TO ROLE alice", None);
     assert_eq!(st.kind, Kind::AddIdentity);
     assert_eq!(st.operation.as_str(), "CREATE_IDENTITY");
@@ -440,12 +455,12 @@ fn describe() {
     assert!(st.flags.contains(Flags::INTERNALS));
     assert_eq!(st.operation, Operation::Describe);
     assert_eq!(st.category, Category::Other);
-    assert!(reason("DESCRIBE KEYSPACE", None).contains("no keyspace"));
+    assert!(reason("DESCRIBE KEYSPACE", None).contains("No keyspace"));
 }
 
 #[test]
 fn lexing_rules() {
-    let st = classify("SELECT * FROM ks.t -- ; DROP TABLE x", None);
+    let st = classify("SELECT * FROM ks.t -- ; DROP TABLE x\n", None);
     assert_eq!(st.kind, Kind::Select);
     assert_eq!(
         classify("-- x\rDELETE FROM ks.t WHERE k = 1", None).kind,
@@ -470,12 +485,120 @@ fn lexing_rules() {
     assert!(reason("SELECT * FROM t; DROP TABLE t", DEMO).contains("more than one statement"));
     assert!(reason("SELECT * FROM t;;", DEMO).contains("more than one statement"));
     assert!(reason("SELECT * FROM t /* open", DEMO).contains("comment"));
+    assert!(reason("SELECT * FROM t -- open", DEMO).contains("comment"));
     assert!(reason("", None).contains("empty"));
     assert!(reason("  -- nothing\n", None).contains("empty"));
     assert!(reason("SELECT * FROM select", DEMO).contains("a name"));
     assert_eq!(
         needs("SELECT key, type, ttl, writetime, count FROM key", DEMO),
         ["SELECT <table demo.key>"]
+    );
+}
+
+#[test]
+fn line_comments_need_a_line_end() {
+    // Cassandra's Lexer.g: COMMENT: ('--' | '//') .* ('\n'|'\r').
+    for text in [
+        "SELECT * FROM ks.t -- x\n",
+        "SELECT * FROM ks.t // x\r",
+        "SELECT * FROM ks.t --\r\n",
+        "SELECT * FROM ks.t -- x\nWHERE k = 1 -- y\n",
+    ] {
+        assert!(!classify(text, None).is_unparsed(), "{text:?}");
+    }
+    for (text, at) in [
+        ("SELECT * FROM ks.t -- ; DROP TABLE x", "line 1:19 "),
+        ("SELECT * FROM ks.t // x", "line 1:19 "),
+        ("SELECT * FROM ks.t --", "line 1:19 "),
+        ("SELECT * FROM ks.t;--", "line 1:19 "),
+        ("-- only a comment", "line 1:0 "),
+        ("SELECT *\nFROM ks.t -- x", "line 2:10 "),
+        (
+            "UPDATE ks.t SET v = 1 WHERE k = 1 -- IF EXISTS",
+            "line 1:34 ",
+        ),
+    ] {
+        let st = classify(text, None);
+        let want = format!("{at}{}", lexer::COMMENT_WITHOUT_LINE_END);
+        assert_eq!(st.syntax_error(), Some(want.as_str()), "{text:?}");
+        assert!(st.needs.is_empty());
+    }
+    // A /* comment must be closed too.
+    assert_eq!(
+        classify("SELECT * FROM ks.t /* x", None).syntax_error(),
+        Some("line 1:19 unterminated /* comment")
+    );
+    assert!(!classify("SELECT * FROM ks.t /* x */", None).is_unparsed());
+}
+
+#[test]
+fn rejections_say_how_cassandra_answers() {
+    // Syntax errors: Cassandra's SyntaxException, with ANTLR's `line L:C` (column from 0).
+    for (text, ks, reason) in [
+        ("SELEKT * FROM t", DEMO, "line 1:0 no viable alternative at input 'SELEKT'"),
+        ("  select * FORM t", DEMO, "line 1:17 mismatched input '<EOF>' expecting FROM"),
+        (
+            "SELECT *\n  FROM",
+            DEMO,
+            "line 2:6 mismatched input '<EOF>' expecting a name",
+        ),
+        (
+            "SELECT * FROM 'users'",
+            DEMO,
+            "line 1:14 mismatched input '<string literal>' expecting a name",
+        ),
+        (
+            "SELECT * FROM t; DROP TABLE t",
+            DEMO,
+            "line 1:17 mismatched input 'DROP' expecting <EOF> (more than one statement in one text)",
+        ),
+        ("", None, "line 1:0 empty statement"),
+        ("SELECT * FROM t WHERE a = #", DEMO, "line 1:26 no viable alternative at character '#'"),
+        ("SELECT 'é' FROM t WHERE a = #", DEMO, "line 1:28 no viable alternative at character '#'"),
+        ("SELECT * FROM t WHERE a = 'open", DEMO, "line 1:26 unterminated string literal"),
+        (
+            "GRANT EXECUTE ON KEYSPACE ks TO bob",
+            None,
+            "Resource type DataResource does not support the requested permissions: EXECUTE",
+        ),
+        (
+            "ADD IDENTITY spiffe TO ROLE r",
+            None,
+            "line 1:13 mismatched input 'spiffe' expecting the identity as a string",
+        ),
+    ] {
+        let st = classify(text, ks);
+        assert_eq!(st.rejection, Some(Rejection::Syntax), "{text:?}");
+        assert_eq!(st.syntax_error(), Some(reason), "{text:?}");
+        assert_eq!(st.unparsed.as_deref(), Some(reason));
+        assert_eq!(st.invalid_request(), None);
+    }
+    // Invalid requests: Cassandra's InvalidRequest, its sentence, no position.
+    for (text, reason) in [
+        ("SELECT * FROM t", parser::NO_KEYSPACE),
+        (
+            "SELECT f(a) FROM ks.t",
+            "function f is not a native function, and no keyspace has been specified",
+        ),
+    ] {
+        let st = classify(text, None);
+        assert_eq!(st.rejection, Some(Rejection::Invalid), "{text:?}");
+        assert_eq!(st.invalid_request(), Some(reason));
+        assert_eq!(st.syntax_error(), None);
+    }
+    // What the classifier does not decide: neither (the policy denies it).
+    let st = classify("BEGIN BATCH APPLY BATCH", DEMO);
+    assert_eq!(st.rejection, Some(Rejection::Unsupported));
+    assert_eq!((st.syntax_error(), st.invalid_request()), (None, None));
+    assert!(st.unparsed.unwrap().contains("empty batch"));
+    // A classified statement has no rejection.
+    let st = classify("SELECT * FROM t", DEMO);
+    assert_eq!((st.rejection, st.syntax_error()), (None, None));
+    // Owned copies keep it.
+    let st = classify("SELEKT", None).into_owned();
+    assert_eq!(
+        st.syntax_error(),
+        Some("line 1:0 no viable alternative at input 'SELEKT'")
     );
 }
 

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use crate::classify::{Flags, Kind, Need, Permission, Resource, Statement};
 
 use super::model::{Guardrail, Model};
-use super::roles::Resolved;
+use super::roles::{Resolved, RoleSet};
 
 /// The outcome of one statement.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +29,14 @@ impl Decision {
         Decision {
             allowed: false,
             reason,
+            rule,
+        }
+    }
+
+    fn allow(rule: String) -> Decision {
+        Decision {
+            allowed: true,
+            reason: String::new(),
             rule,
         }
     }
@@ -222,6 +230,65 @@ pub(crate) fn no_permission(principal: &str, need: &Need<'_>) -> String {
     )
 }
 
+/// The statements Cassandra decides from who the caller is rather than from grants, decided
+/// before (and instead of) their needs; `None` for every other statement. Never cached: the
+/// decision depends on the principal, which decision caches do not key on.
+///
+/// - LIST PERMISSIONS, as `CassandraAuthorizer.list`: a superuser role may view anyone's
+///   permissions; otherwise only the `OF` role's, when it is the principal or one of the
+///   identity's roles (inherited ones included, as Cassandra counts granted roles).
+///   Without `OF` (everyone's permissions) only a superuser. Grants and deny rules play no
+///   part, as no permission does in Cassandra.
+/// - LIST ROLES OF r, when r is the principal or one of the identity's roles: allowed, as
+///   Cassandra's `ListRolesStatement` lets every role list the roles granted to itself and
+///   to the roles it holds. Other LIST ROLES are decided by their DESCRIBE on all roles.
+pub(crate) fn decided_by_caller(
+    model: &Model,
+    principal: &str,
+    roles: &RoleSet,
+    resolved: &Resolved,
+    statement: &Statement<'_>,
+) -> Option<Decision> {
+    let own = |role: &str| {
+        if role == principal {
+            Some(format!("{role} is the identity's principal"))
+        } else if roles.contains(role) {
+            Some(format!("{role} is a role of the identity"))
+        } else {
+            None
+        }
+    };
+    match (statement.kind, statement.role.as_deref()) {
+        (Kind::ListPermissions, whose) => Some(match (resolved.superuser, whose) {
+            (Some(r), _) => Decision::allow(rule_text(
+                model,
+                By::Superuser(r),
+                Check::Permission(Permission::Describe),
+                &Resource::AllRoles,
+            )),
+            (None, Some(role)) => match own(role) {
+                Some(why) => Decision::allow(format!("own permissions: {why}")),
+                None => Decision::deny(
+                    format!("You are not authorized to view {role}'s permissions"),
+                    format!(
+                        "permissions of another role: {role} is neither the identity's \
+                         principal nor one of its roles, and no role of the identity is a \
+                         superuser"
+                    ),
+                ),
+            },
+            (None, None) => Decision::deny(
+                "You are not authorized to view everyone's permissions".to_string(),
+                "everyone's permissions: no role of the identity is a superuser".to_string(),
+            ),
+        }),
+        (Kind::ListRoles, Some(role)) => {
+            own(role).map(|why| Decision::allow(format!("own roles: {why}")))
+        }
+        _ => None,
+    }
+}
+
 /// After the needs: statements Cassandra keeps for superusers, then guardrails.
 pub(crate) fn statement_checks(
     model: &Model,
@@ -278,18 +345,26 @@ pub(crate) fn unparsed(statement: &Statement<'_>) -> Decision {
     )
 }
 
-/// The denial of one need.
+/// The denial of one need, worded as Cassandra words it for the statement: `User alice has
+/// no MODIFY permission on <table demo.users> or any of its parents`, and for the LIST
+/// statements that Cassandra words on their own, their sentence (`You are not authorized to
+/// view roles granted to bob`, `You are not authorized to view superuser details`).
 pub(crate) fn need_denied(
     model: &Model,
     principal: &str,
+    statement: &Statement<'_>,
     need: &Need<'_>,
     check: Check,
     by: By,
 ) -> Decision {
-    Decision::deny(
-        no_permission(principal, need),
-        rule_text(model, by, check, &need.resource),
-    )
+    let reason = match (statement.kind, statement.role.as_deref()) {
+        (Kind::ListRoles, Some(role)) => {
+            format!("You are not authorized to view roles granted to {role}")
+        }
+        (Kind::ListSuperusers, _) => "You are not authorized to view superuser details".to_string(),
+        _ => no_permission(principal, need),
+    };
+    Decision::deny(reason, rule_text(model, by, check, &need.resource))
 }
 
 /// An allowed decision citing the rules that allowed each need, each once, in order.

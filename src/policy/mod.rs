@@ -129,7 +129,22 @@
 //! by a grant of any permission on the resource or a parent; `USE ks` also by any grant
 //! inside the keyspace (a table, a function), because drivers `USE` their keyspace before
 //! their first query. A deny rule blocks them only if it names DESCRIBE (or ALL).
-//! DESCRIBE on `ALL ROLES` (LIST ROLES) is Cassandra's own permission and needs its grant.
+//! DESCRIBE on `ALL ROLES` (LIST ROLES, LIST USERS, LIST SUPERUSERS) is Cassandra's own
+//! permission and needs its grant (or a superuser role).
+//!
+//! Two LIST statements are decided, as in Cassandra, from who the identity is rather than
+//! from grants, before any rule (deny rules included):
+//! - LIST PERMISSIONS (`CassandraAuthorizer.list`): allowed to an identity holding a
+//!   superuser role; otherwise only with `OF r` where `r` is the identity's principal or one
+//!   of its roles (inherited ones included). Denials read `You are not authorized to view
+//!   bob's permissions` (`everyone's` without `OF`), also for an identity with DESCRIBE on
+//!   all roles.
+//! - LIST ROLES OF r, where `r` is the principal or one of its roles: allowed (Cassandra
+//!   lets every role list the roles granted to itself and to its roles). Without `OF`,
+//!   Cassandra shows a caller without DESCRIBE on all roles only its own roles; the proxy
+//!   cannot narrow the answer, so that needs the grant. A denied `OF r` reads `You are not
+//!   authorized to view roles granted to r`, LIST SUPERUSERS `You are not authorized to view
+//!   superuser details`.
 //!
 //! Unparsed statements are denied. Denials read like Cassandra's: `User alice has no
 //! MODIFY permission on <table demo.users> or any of its parents`, and the decision names
@@ -250,6 +265,11 @@ impl Policy {
             return evaluate::unparsed(statement);
         }
         let resolved = roles.resolve(&self.model, self.generation);
+        if let Some(d) =
+            evaluate::decided_by_caller(&self.model, principal, roles, &resolved, statement)
+        {
+            return d;
+        }
         let mut first = None;
         let mut more = Vec::new();
         for need in &statement.needs {
@@ -261,7 +281,14 @@ impl Policy {
                 }),
             };
             if !outcome.allowed {
-                return evaluate::need_denied(&self.model, principal, need, check, outcome.by);
+                return evaluate::need_denied(
+                    &self.model,
+                    principal,
+                    statement,
+                    need,
+                    check,
+                    outcome.by,
+                );
             }
             if first.is_none() {
                 first = Some(outcome.by);
@@ -285,6 +312,20 @@ impl Policy {
         statement: &Statement<'_>,
     ) -> Explanation {
         let resolved = roles.resolve(&self.model, self.generation);
+        if let Some(decision) =
+            evaluate::decided_by_caller(&self.model, principal, roles, &resolved, statement)
+        {
+            let needs = statement
+                .needs
+                .iter()
+                .map(|need| NeedExplanation {
+                    need: need.to_string(),
+                    allowed: decision.allowed,
+                    rule: decision.rule.clone(),
+                })
+                .collect();
+            return Explanation { needs, decision };
+        }
         let needs = statement
             .needs
             .iter()

@@ -556,6 +556,205 @@ fn functions_and_roles_resources() {
     assert!(!allowed(&p, &r, "CREATE ROLE carol"));
 }
 
+/// Roles for the LIST tests: `reader` (bound to group `g`) inherits `base` and may DESCRIBE
+/// all roles; `plain` (group `p`) holds no grant on roles; `root` (group `dba`) is a superuser.
+const LIST_POLICY: &str = r#"
+[roles.base]
+grant = [ { permissions = ["SELECT"], on = "KEYSPACE demo" } ]
+[roles.reader]
+inherit = ["base"]
+grant = [ { permissions = ["DESCRIBE"], on = "ALL ROLES" } ]
+[roles.plain]
+deny = [ { permissions = ["ALL"], on = "ALL ROLES" } ]
+[roles.root]
+superuser = true
+[[bind]]
+role = "reader"
+group = "g"
+[[bind]]
+role = "plain"
+group = "p"
+[[bind]]
+role = "root"
+group = "dba"
+"#;
+
+/// Decides `cql` for `principal` holding the roles bound to `groups`, through `cache`.
+fn decide_as(
+    p: &Policy,
+    principal: &str,
+    groups: &[&str],
+    cql: &str,
+    cache: &mut DecisionCache,
+) -> Decision {
+    let roles = p.roles_for(&identity(principal, groups, &[]));
+    p.authorize(principal, &roles, &classify(cql, None), cache)
+}
+
+#[test]
+fn list_permissions_is_decided_as_cassandras_authorizer_does() {
+    let p = policy(LIST_POLICY);
+    let mut cache = DecisionCache::new(64);
+    // Its own permissions, and those of every role it holds (inherited ones included).
+    for (cql, rule) in [
+        (
+            "LIST ALL PERMISSIONS OF alice",
+            "own permissions: alice is the identity's principal",
+        ),
+        (
+            "LIST SELECT ON KEYSPACE demo OF reader NORECURSIVE",
+            "own permissions: reader is a role of the identity",
+        ),
+        (
+            "LIST ALL OF base",
+            "own permissions: base is a role of the identity",
+        ),
+    ] {
+        let d = decide_as(&p, "alice", &["g"], cql, &mut cache);
+        assert!(d.allowed, "{cql}: {d:?}");
+        assert_eq!(d.rule, rule);
+    }
+    // Another role's, or everyone's: not even DESCRIBE on all roles lets it.
+    let d = decide_as(
+        &p,
+        "alice",
+        &["g"],
+        "LIST ALL PERMISSIONS OF bob",
+        &mut cache,
+    );
+    assert!(!d.allowed);
+    assert_eq!(d.reason, "You are not authorized to view bob's permissions");
+    assert!(
+        d.rule
+            .starts_with("permissions of another role: bob is neither"),
+        "{}",
+        d.rule
+    );
+    let d = decide_as(&p, "alice", &["g"], "LIST ALL PERMISSIONS", &mut cache);
+    assert_eq!(
+        (d.allowed, d.reason.as_str()),
+        (
+            false,
+            "You are not authorized to view everyone's permissions"
+        )
+    );
+    assert_eq!(
+        d.rule,
+        "everyone's permissions: no role of the identity is a superuser"
+    );
+    // Role names compare exactly, as Cassandra's role names.
+    let d = decide_as(&p, "alice", &["g"], "LIST ALL OF 'Alice'", &mut cache);
+    assert_eq!(
+        d.reason,
+        "You are not authorized to view Alice's permissions"
+    );
+    // The decision depends on the principal: the cache must not carry it over to another
+    // principal with the same roles.
+    let d = decide_as(
+        &p,
+        "bob",
+        &["g"],
+        "LIST ALL PERMISSIONS OF alice",
+        &mut cache,
+    );
+    assert_eq!(
+        d.reason,
+        "You are not authorized to view alice's permissions"
+    );
+    assert!(decide_as(&p, "bob", &["g"], "LIST ALL OF bob", &mut cache).allowed);
+    // Deny rules on roles do not hide a role's own permissions (Cassandra has no such check).
+    assert!(decide_as(&p, "carol", &["p"], "LIST ALL OF carol", &mut cache).allowed);
+    assert!(decide_as(&p, "carol", &["p"], "LIST ALL OF plain", &mut cache).allowed);
+    // No roles at all: still its own.
+    assert!(decide_as(&p, "mallory", &[], "LIST ALL OF mallory", &mut cache).allowed);
+    assert!(!decide_as(&p, "mallory", &[], "LIST ALL", &mut cache).allowed);
+    // A superuser lists anyone's, and everyone's.
+    for cql in [
+        "LIST ALL PERMISSIONS",
+        "LIST ALL OF bob",
+        "LIST MODIFY ON demo.t",
+    ] {
+        let d = decide_as(&p, "root", &["dba"], cql, &mut cache);
+        assert!(d.allowed, "{cql}: {d:?}");
+        assert_eq!(d.rule, "role root: superuser (line 10)");
+    }
+}
+
+#[test]
+fn list_roles_of_itself_needs_no_grant() {
+    let p = policy(LIST_POLICY);
+    let mut cache = DecisionCache::new(64);
+    // Cassandra lets any role list the roles granted to itself or to a role it holds.
+    for (who, groups) in [("carol", &["p"][..]), ("mallory", &[][..])] {
+        let d = decide_as(&p, who, groups, &format!("LIST ROLES OF {who}"), &mut cache);
+        assert!(d.allowed, "{who}: {d:?}");
+        assert_eq!(
+            d.rule,
+            format!("own roles: {who} is the identity's principal")
+        );
+    }
+    let d = decide_as(
+        &p,
+        "carol",
+        &["p"],
+        "LIST ROLES OF plain NORECURSIVE",
+        &mut cache,
+    );
+    assert_eq!(d.rule, "own roles: plain is a role of the identity");
+    // Another role's, or all roles (which the proxy cannot narrow to the caller's own, as
+    // Cassandra does): DESCRIBE on all roles, worded as Cassandra words each.
+    let d = decide_as(&p, "carol", &["p"], "LIST ROLES OF bob", &mut cache);
+    assert_eq!(
+        (d.allowed, d.reason.as_str()),
+        (false, "You are not authorized to view roles granted to bob")
+    );
+    assert_eq!(d.rule, "role plain: deny ALL on ALL ROLES (line 8)");
+    let d = decide_as(&p, "mallory", &[], "LIST ROLES", &mut cache);
+    assert_eq!(
+        d.reason,
+        "User mallory has no DESCRIBE permission on <all roles> or any of its parents"
+    );
+    let d = decide_as(&p, "mallory", &[], "LIST USERS", &mut cache);
+    assert!(d
+        .reason
+        .contains("has no DESCRIBE permission on <all roles>"));
+    let d = decide_as(&p, "mallory", &[], "LIST SUPERUSERS", &mut cache);
+    assert_eq!(d.reason, "You are not authorized to view superuser details");
+    for cql in [
+        "LIST ROLES OF bob",
+        "LIST ROLES",
+        "LIST USERS",
+        "LIST SUPERUSERS",
+    ] {
+        assert!(
+            decide_as(&p, "alice", &["g"], cql, &mut cache).allowed,
+            "{cql}"
+        );
+        assert!(
+            decide_as(&p, "root", &["dba"], cql, &mut cache).allowed,
+            "{cql}"
+        );
+    }
+}
+
+#[test]
+fn explain_shows_who_decided_a_list() {
+    let p = policy(LIST_POLICY);
+    let roles = p.roles_for(&identity("alice", &["g"], &[]));
+    let e = p.explain("alice", &roles, &classify("LIST ALL OF alice", None));
+    assert!(e.decision.allowed);
+    assert_eq!(
+        e.needs,
+        [NeedExplanation {
+            need: "DESCRIBE <role alice>".into(),
+            allowed: true,
+            rule: "own permissions: alice is the identity's principal".into(),
+        }]
+    );
+    let e = p.explain("alice", &roles, &classify("LIST ALL", None));
+    assert!(!e.decision.allowed && !e.needs[0].allowed);
+}
+
 #[test]
 fn superusers() {
     let p = policy(

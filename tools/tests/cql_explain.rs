@@ -178,6 +178,53 @@ fn nobody_still_reads_system_tables() {
         out.contains("reason:     statement could not be parsed: "),
         "{out}"
     );
+    assert!(
+        out.contains("unparsed:   line 1:0 no viable alternative at input 'SELEC'\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rejection:  syntax (Cassandra answers SyntaxException)\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn line_comments_need_their_line_end() {
+    // The statement is taken as given: the newline ends the comment.
+    let o = with_policy(&[
+        "--principal",
+        "mallory",
+        "SELECT * FROM system.local -- x\n",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = with_policy(&["--principal", "mallory", "SELECT * FROM system.local -- x"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "unparsed:   line 1:27 comment runs to the end of the statement without a line end"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn list_permissions_of_oneself_is_allowed() {
+    let o = with_policy(&["--principal", "mallory", "LIST ALL PERMISSIONS OF mallory"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("ALLOW  DESCRIBE <role mallory>"), "{out}");
+    assert!(
+        out.contains("by own permissions: mallory is the identity's principal"),
+        "{out}"
+    );
+    let o = with_policy(&["--principal", "mallory", "LIST ALL PERMISSIONS OF bob"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("reason:     You are not authorized to view bob's permissions"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -44,9 +44,12 @@ impl<'a> Parser<'a> {
     /// After an opening bracket: skips to its matching closing bracket.
     pub fn skip_balanced(&mut self, st: &mut Statement<'a>) -> PResult<()> {
         self.scan(st, &[], false)?;
-        match self.bump()? {
-            Tok::Sym(")") | Tok::Sym("]") | Tok::Sym("}") => Ok(()),
-            _ => Err(Fail("unbalanced brackets".into())),
+        match self.peek()? {
+            Tok::Sym(")") | Tok::Sym("]") | Tok::Sym("}") => {
+                self.bump()?;
+                Ok(())
+            }
+            _ => Err(self.unexpected("a closing bracket")),
         }
     }
 }
@@ -204,11 +207,13 @@ fn resource<'a>(p: &mut Parser<'a>) -> PResult<Resource<'a>> {
     }
     if p.at_kw("mbean")? || p.at_kw("mbeans")? {
         p.bump()?;
-        return match p.bump()? {
-            Tok::Str(s) => Ok(Resource::Mbean(super::super::lexer::unescape(s, '\''))),
-            Tok::Dollar(s) => Ok(Resource::Mbean(Cow::Borrowed(s))),
-            _ => Err(Fail("expected an MBean name as a string".into())),
+        let name = match p.peek()? {
+            Tok::Str(s) => super::super::lexer::unescape(s, '\''),
+            Tok::Dollar(s) => Cow::Borrowed(s),
+            _ => return Err(p.unexpected("an MBean name as a string")),
         };
+        p.bump()?;
+        return Ok(Resource::Mbean(name));
     }
     p.eat_kw("table")?;
     let (keyspace, table) = p.table_name()?;
@@ -239,8 +244,8 @@ pub fn grant_revoke<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
             None => applicable,
             Some(set) => {
                 if let Some(bad) = set.iter().find(|q| !applicable.contains(*q)) {
-                    return Err(Fail(format!(
-                        "resource type {} does not support the requested permissions: {bad}",
+                    return Err(Fail::syntax(format!(
+                        "Resource type {} does not support the requested permissions: {bad}",
                         resource_type(&res)
                     )));
                 }
@@ -296,9 +301,16 @@ fn of_role<'a>(p: &mut Parser<'a>, st: &mut Statement<'a>) -> PResult<()> {
     Ok(())
 }
 
-/// `LIST ROLES [OF r] [NORECURSIVE]`, `LIST USERS`, `LIST SUPERUSERS`,
-/// `LIST perms [ON resource] [OF r] [NORECURSIVE]`: DESCRIBE on all roles (a policy may
-/// let a role list itself: [`Statement::role`] names the role listed).
+/// `LIST ROLES [OF r] [NORECURSIVE]`, `LIST USERS`, `LIST SUPERUSERS`: DESCRIBE on all
+/// roles, what Cassandra checks before it lists every role (or, for `OF r`, the roles of any
+/// role). [`Statement::role`] names the `OF` role: Cassandra also lets a role list the roles
+/// granted to itself or to a role it holds, which the policy decides from the caller.
+///
+/// `LIST perms [ON resource] [OF r] [NORECURSIVE]`: DESCRIBE on `<role r>`, or on
+/// `<all roles>` without `OF` (everyone's permissions). Cassandra asks no permission here
+/// (`CassandraAuthorizer.list`): a superuser may list anyone's permissions, another caller
+/// only those of itself and of the roles it holds. The need names whose permissions are
+/// viewed; the policy decides it by that rule, not by grants.
 pub fn list<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     p.expect_kw("list")?;
     let mut st;
@@ -317,9 +329,24 @@ pub fn list<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
             set_data_names(&mut st, &res);
         }
         of_role(p, &mut st)?;
+        let whose = match &st.role {
+            Some(role) => Resource::Role(role.clone()),
+            None => Resource::AllRoles,
+        };
+        st.need(Permission::Describe, whose);
+        return Ok(st);
     }
     st.need(Permission::Describe, Resource::AllRoles);
     Ok(st)
+}
+
+/// The identity of ADD / DROP IDENTITY: a string.
+fn identity(p: &mut Parser<'_>) -> PResult<()> {
+    if !matches!(p.peek()?, Tok::Str(_) | Tok::Dollar(_)) {
+        return Err(p.unexpected("the identity as a string"));
+    }
+    p.bump()?;
+    Ok(())
 }
 
 /// `ADD IDENTITY [IF NOT EXISTS] 'identity' TO ROLE r`: CREATE on all roles.
@@ -328,9 +355,7 @@ pub fn add_identity<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     p.expect_kw("identity")?;
     let mut st = Statement::new(Kind::AddIdentity);
     p.if_not_exists(&mut st)?;
-    if !matches!(p.bump()?, Tok::Str(_) | Tok::Dollar(_)) {
-        return Err(Fail("expected the identity as a string".into()));
-    }
+    identity(p)?;
     p.expect_kw("to")?;
     p.expect_kw("role")?;
     st.role = Some(p.role_name()?);
@@ -343,9 +368,7 @@ pub fn drop_identity<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     p.expect_kw("identity")?;
     let mut st = Statement::new(Kind::DropIdentity);
     p.if_exists(&mut st)?;
-    if !matches!(p.bump()?, Tok::Str(_) | Tok::Dollar(_)) {
-        return Err(Fail("expected the identity as a string".into()));
-    }
+    identity(p)?;
     st.need(Permission::Drop, Resource::AllRoles);
     Ok(st)
 }

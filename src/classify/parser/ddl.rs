@@ -86,11 +86,10 @@ pub fn create<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
         p.expect_kw("on")?;
         let (ks, t) = p.table_name()?;
         p.expect_kw("using")?;
-        if !matches!(p.bump()?, Tok::Str(_) | Tok::Dollar(_)) {
-            return Err(Fail(
-                "expected the trigger class as a string after USING".into(),
-            ));
+        if !matches!(p.peek()?, Tok::Str(_) | Tok::Dollar(_)) {
+            return Err(p.unexpected("the trigger class as a string after USING"));
         }
+        p.bump()?;
         return Ok(trigger(st, ks, t));
     }
     if p.at_kw("role")? || p.at_kw("user")? {
@@ -145,7 +144,7 @@ fn create_view<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     let (bks, base) = p.qualified()?;
     let bks = bks.unwrap_or_else(|| ks.clone());
     if bks != ks {
-        return Err(Fail(format!(
+        return Err(Fail::invalid(format!(
             "a materialized view must be in the keyspace of its base table ({bks}), not {ks}"
         )));
     }
@@ -168,21 +167,22 @@ fn create_view<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
 /// `map<text, int>`, `vector<float, 3>`, `ks.udt`.
 fn cql_type(p: &mut Parser<'_>, out: &mut String, depth: u32) -> PResult<()> {
     if depth > MAX_NESTING {
-        return Err(Fail(format!(
+        return Err(Fail::unsupported(format!(
             "types nested deeper than {MAX_NESTING} levels"
         )));
     }
-    let t = p.bump()?;
-    match t {
-        Tok::Number(n) if depth > 0 => {
+    let t = p.peek()?;
+    match (t, lexer::name(t)) {
+        (Tok::Number(n), _) if depth > 0 => {
+            p.bump()?;
             out.push_str(n);
             return Ok(());
         }
-        Tok::Ident(_) | Tok::Quoted(_) => match lexer::name(t) {
-            Some(n) => out.push_str(&n),
-            None => return Err(Fail("expected a type".into())),
-        },
-        _ => return Err(Fail(format!("expected a type, found {}", t.describe()))),
+        (_, Some(n)) => {
+            p.bump()?;
+            out.push_str(&n);
+        }
+        _ => return Err(p.unexpected("a type")),
     }
     if p.eat_sym(".")? {
         out.push('.');

@@ -108,22 +108,23 @@ fn using<'a>(p: &mut Parser<'a>, st: &mut Statement<'a>, ttl_allowed: bool) -> P
                 "TIMESTAMP"
             }));
         }
-        match p.bump()? {
+        // A number, `-` and a number, `?` or `:name`; the last token is consumed below.
+        match p.peek()? {
             Tok::Number(_) => {}
-            Tok::Sym("-") if matches!(p.peek()?, Tok::Number(_)) => {
+            Tok::Sym("-") if matches!(p.peek2()?, Tok::Number(_)) => {
                 p.bump()?;
             }
             Tok::Sym("?") => st.flags |= Flags::BIND_MARKERS,
             Tok::Sym(":") => {
-                p.ident()?;
+                p.bump()?;
+                if !p.at_name()? {
+                    return Err(p.unexpected("a bind marker name after ':'"));
+                }
                 st.flags |= Flags::BIND_MARKERS;
             }
-            _ => {
-                return Err(Fail(
-                    "expected a number or a bind marker after USING".into(),
-                ))
-            }
+            _ => return Err(p.unexpected("a number or a bind marker after USING")),
         }
+        p.bump()?;
         if !p.eat_kw("and")? {
             return Ok(());
         }
@@ -139,18 +140,20 @@ pub fn insert<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     let mut st = Statement::new(Kind::Insert);
     if p.eat_kw("json")? {
         st.flags |= Flags::JSON;
-        match p.bump()? {
-            Tok::Str(_) | Tok::Dollar(_) => {}
-            Tok::Sym("?") => st.flags |= Flags::BIND_MARKERS,
+        match p.peek()? {
+            Tok::Str(_) | Tok::Dollar(_) => {
+                p.bump()?;
+            }
+            Tok::Sym("?") => {
+                p.bump()?;
+                st.flags |= Flags::BIND_MARKERS;
+            }
             Tok::Sym(":") => {
+                p.bump()?;
                 p.ident()?;
                 st.flags |= Flags::BIND_MARKERS;
             }
-            _ => {
-                return Err(Fail(
-                    "expected a JSON string or a bind marker after JSON".into(),
-                ))
-            }
+            _ => return Err(p.unexpected("a JSON string or a bind marker after JSON")),
         }
         if p.eat_kw("default")? && !(p.eat_kw("null")? || p.eat_kw("unset")?) {
             return Err(p.unexpected("NULL or UNSET"));
@@ -275,8 +278,8 @@ pub fn batch<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     p.expect_kw("apply")?;
     p.expect_kw("batch")?;
     if st.children.is_empty() {
-        return Err(Fail(
-            "empty batch: no statement between BEGIN BATCH and APPLY BATCH".into(),
+        return Err(Fail::unsupported(
+            "empty batch: no statement between BEGIN BATCH and APPLY BATCH",
         ));
     }
     let mut needs: Vec<Need<'a>> = Vec::with_capacity(st.children.len());
@@ -299,7 +302,7 @@ pub fn batch<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
             };
             if new {
                 if needs.len() >= MAX_BATCH_NEEDS {
-                    return Err(Fail(format!(
+                    return Err(Fail::unsupported(format!(
                         "a batch needing more than {MAX_BATCH_NEEDS} distinct permissions"
                     )));
                 }

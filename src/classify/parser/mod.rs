@@ -12,7 +12,7 @@ use super::functions::is_native;
 use super::lexer::{self, Lexer, Tok};
 use super::permission::Permission;
 use super::resource::Resource;
-use super::statement::{Flags, Kind, Statement};
+use super::statement::{Flags, Kind, Rejection, Statement};
 
 mod dcl;
 mod ddl;
@@ -30,9 +30,9 @@ pub const MAX_CALLS: usize = 64;
 pub const MAX_BATCH_NEEDS: usize = 4096;
 
 /// The reason given when a statement needs a keyspace and neither it nor the connection
-/// names one.
+/// names one: Cassandra's own (an invalid request).
 pub const NO_KEYSPACE: &str =
-    "no keyspace has been specified: USE a keyspace, or name it as keyspace.name";
+    "No keyspace has been specified. USE a keyspace, or explicitly specify keyspace.tablename";
 
 /// Keywords the CQL reference lists as reserved: never names unless quoted.
 const RESERVED: &[&str] = &[
@@ -143,9 +143,76 @@ pub fn is_reserved(word: &str) -> bool {
     key != 0 && RESERVED_KEYS.binary_search(&key).is_ok()
 }
 
-/// Why a text did not classify.
+/// Why a text did not classify: how Cassandra would answer it, where, and why.
 #[derive(Debug)]
-pub struct Fail(pub String);
+pub struct Fail {
+    pub rejection: Rejection,
+    /// The byte offset in the text where it stops being CQL (syntax errors found at a
+    /// token), shown as Cassandra's `line L:C`.
+    pub at: Option<usize>,
+    pub message: String,
+}
+
+impl Fail {
+    /// A syntax error at byte offset `at`.
+    pub fn syntax_at(at: usize, message: impl Into<String>) -> Fail {
+        Fail {
+            rejection: Rejection::Syntax,
+            at: Some(at),
+            message: message.into(),
+        }
+    }
+
+    /// A syntax error Cassandra reports without a position (its parser's recognition
+    /// errors, such as a permission that does not apply to a resource).
+    pub fn syntax(message: impl Into<String>) -> Fail {
+        Fail {
+            rejection: Rejection::Syntax,
+            at: None,
+            message: message.into(),
+        }
+    }
+
+    /// CQL that Cassandra refuses as an invalid request.
+    pub fn invalid(message: impl Into<String>) -> Fail {
+        Fail {
+            rejection: Rejection::Invalid,
+            at: None,
+            message: message.into(),
+        }
+    }
+
+    /// CQL beyond what the classifier decides.
+    pub fn unsupported(message: impl Into<String>) -> Fail {
+        Fail {
+            rejection: Rejection::Unsupported,
+            at: None,
+            message: message.into(),
+        }
+    }
+
+    /// The reason for a person: `line L:C message` when the position is known, with
+    /// Cassandra's (ANTLR's) numbering: lines from 1, counted at `\n`; columns from 0, in
+    /// characters.
+    pub fn reason(&self, text: &str) -> String {
+        match self.at {
+            Some(at) => {
+                let (line, column) = line_column(text, at);
+                format!("line {line}:{column} {}", self.message)
+            }
+            None => self.message.clone(),
+        }
+    }
+}
+
+/// The line (from 1) and column (from 0, in characters) of byte offset `at` in `text`.
+pub fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = text.get(..at).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = 1 + before.bytes().filter(|&b| b == b'\n').count();
+    let column = before.get(line_start..).map_or(0, |l| l.chars().count());
+    (line, column)
+}
 
 pub type PResult<T> = Result<T, Fail>;
 
@@ -159,7 +226,7 @@ pub struct Parser<'a> {
 impl<'a> Parser<'a> {
     pub fn new(text: &'a str, current: Option<&'a str>) -> Parser<'a> {
         Parser {
-            lex: Lexer::new(text),
+            lex: Lexer::strict(text),
             peeked: None,
             current: current.filter(|k| !k.is_empty()),
         }
@@ -168,7 +235,7 @@ impl<'a> Parser<'a> {
     fn lex_next(lex: &mut Lexer<'a>) -> PResult<(Tok<'a>, usize)> {
         match lex.next_token() {
             Ok(t) => Ok((t, lex.token_start())),
-            Err(e) => Err(Fail(format!("{} at character {}", e.message, e.offset + 1))),
+            Err(e) => Err(Fail::syntax_at(e.offset, e.message)),
         }
     }
 
@@ -202,20 +269,22 @@ impl<'a> Parser<'a> {
         Ok(t)
     }
 
+    /// Byte offset of the next token (peeked or not).
     fn position(&self) -> usize {
-        self.peeked.map_or(self.lex.offset(), |(_, at)| at) + 1
+        self.peeked.map_or(self.lex.offset(), |(_, at)| at)
     }
 
-    /// A failure naming what was expected and what was found, with the position.
+    /// A syntax error at the next token, worded as Cassandra's parser words one:
+    /// `mismatched input 'FORM' expecting FROM`.
     pub fn unexpected(&mut self, wanted: &str) -> Fail {
         let found = match self.peek() {
             Ok(t) => t.describe(),
             Err(e) => return e,
         };
-        Fail(format!(
-            "expected {wanted}, found {found} at character {}",
-            self.position()
-        ))
+        Fail::syntax_at(
+            self.position(),
+            format!("mismatched input {found} expecting {wanted}"),
+        )
     }
 
     pub fn at_kw(&mut self, kw: &str) -> PResult<bool> {
@@ -291,7 +360,7 @@ impl<'a> Parser<'a> {
             None => self
                 .current
                 .map(Cow::Borrowed)
-                .ok_or_else(|| Fail(NO_KEYSPACE.to_string())),
+                .ok_or_else(|| Fail::invalid(NO_KEYSPACE)),
         }
     }
 
@@ -381,7 +450,7 @@ impl<'a> Parser<'a> {
                     }
                     depth += 1;
                     if depth > MAX_NESTING {
-                        return Err(Fail(format!(
+                        return Err(Fail::unsupported(format!(
                             "brackets nested deeper than {MAX_NESTING} levels"
                         )));
                     }
@@ -425,12 +494,12 @@ impl<'a> Parser<'a> {
             _ => {}
         }
         if st.needs.len() >= MAX_CALLS {
-            return Err(Fail(format!(
+            return Err(Fail::unsupported(format!(
                 "more than {MAX_CALLS} distinct functions called in one statement"
             )));
         }
         let keyspace = self.keyspace_or_current(ks).map_err(|_| {
-            Fail(format!(
+            Fail::invalid(format!(
                 "function {name} is not a native function, and no keyspace has been specified"
             ))
         })?;
@@ -467,7 +536,7 @@ impl<'a> Parser<'a> {
                 Tok::Sym("(") | Tok::Sym("[") | Tok::Sym("{") => {
                     depth += 1;
                     if depth > MAX_NESTING {
-                        return Err(Fail(format!(
+                        return Err(Fail::unsupported(format!(
                             "brackets nested deeper than {MAX_NESTING} levels"
                         )));
                     }
@@ -492,12 +561,13 @@ impl<'a> Parser<'a> {
         let semi = self.eat_sym(";")?;
         match self.peek()? {
             Tok::End => Ok(()),
-            _ if semi => Err(Fail(format!(
-                "more than one statement in one text (Cassandra rejects this as a syntax error): \
-                 found {} at character {}",
-                self.peek()?.describe(),
-                self.position()
-            ))),
+            found if semi => Err(Fail::syntax_at(
+                self.position(),
+                format!(
+                    "mismatched input {} expecting <EOF> (more than one statement in one text)",
+                    found.describe()
+                ),
+            )),
             _ => Err(self.unexpected("the end of the statement")),
         }
     }
@@ -507,8 +577,8 @@ impl<'a> Parser<'a> {
         let t = self.peek()?;
         let word = match t {
             Tok::Ident(w) => w,
-            Tok::End => return Err(Fail("empty statement".to_string())),
-            _ => return Err(self.unexpected("a statement")),
+            Tok::End => return Err(Fail::syntax_at(self.position(), "empty statement")),
+            _ => return Err(self.no_viable_alternative()),
         };
         const fn k(w: &str) -> u128 {
             word_key(w.as_bytes())
@@ -544,10 +614,19 @@ impl<'a> Parser<'a> {
             LIST => dcl::list(self),
             ADD => dcl::add_identity(self),
             DESCRIBE | DESC => describe::describe(self),
-            _ => Err(Fail(format!(
-                "unknown statement starting with {}",
-                t.describe()
-            ))),
+            _ => Err(self.no_viable_alternative()),
+        }
+    }
+
+    /// Cassandra's syntax error for a token no rule starts with:
+    /// `no viable alternative at input 'SELEKT'`.
+    fn no_viable_alternative(&mut self) -> Fail {
+        match self.peek() {
+            Ok(t) => Fail::syntax_at(
+                self.position(),
+                format!("no viable alternative at input {}", t.describe()),
+            ),
+            Err(e) => e,
         }
     }
 }
@@ -594,5 +673,25 @@ mod tests {
         assert!(!is_reserved("key"));
         assert!(!is_reserved("columnfamilyx"));
         assert!(!is_reserved("type"));
+    }
+
+    #[test]
+    fn positions_are_antlr_lines_and_columns() {
+        let text = "SELECT *\r\n  FROM é.t\nWHERE";
+        assert_eq!(line_column(text, 0), (1, 0));
+        assert_eq!(line_column(text, 7), (1, 7));
+        // Lines end at `\n` (a `\r` before it is in the line); columns count characters.
+        assert_eq!(line_column(text, 12), (2, 2));
+        let e = text.find('é').unwrap();
+        assert_eq!(line_column(text, e + 'é'.len_utf8()), (2, 8));
+        assert_eq!(line_column(text, text.len()), (3, 5));
+        // Out of range or inside a character: never a panic.
+        assert_eq!(line_column(text, text.len() + 10), (3, 5));
+        let _ = line_column(text, e + 1);
+        assert_eq!(
+            Fail::syntax_at(12, "mismatched input 'FROM' expecting x").reason(text),
+            "line 2:2 mismatched input 'FROM' expecting x"
+        );
+        assert_eq!(Fail::invalid(NO_KEYSPACE).reason(text), NO_KEYSPACE);
     }
 }

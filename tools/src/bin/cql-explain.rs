@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use ngx_stream_cql_module::classify::{classify, Statement};
+use ngx_stream_cql_module::classify::{classify, Rejection, Statement};
 use ngx_stream_cql_module::identity::{identity_from_pem, Identity, Source};
 use ngx_stream_cql_module::policy::{Explanation, Policy};
 use serde_json::{Map, Value};
@@ -223,6 +223,15 @@ fn identity(args: &Args) -> Result<Identity, String> {
     Ok(id)
 }
 
+/// What Cassandra makes of a text the classifier rejects this way.
+fn rejection_effect(r: Rejection) -> &'static str {
+    match r {
+        Rejection::Syntax => "Cassandra answers SyntaxException",
+        Rejection::Invalid => "Cassandra answers InvalidRequest",
+        Rejection::Unsupported => "beyond what the proxy classifies",
+    }
+}
+
 fn verdict(allowed: bool) -> &'static str {
     if allowed {
         "ALLOW"
@@ -247,6 +256,9 @@ fn print_statement(indent: &str, st: &Statement<'_>, e: &Explanation) {
     println!("{indent}statement:  {about}");
     if let Some(why) = &st.unparsed {
         println!("{indent}unparsed:   {why}");
+    }
+    if let Some(r) = st.rejection {
+        println!("{indent}rejection:  {r} ({})", rejection_effect(r));
     }
     for n in &e.needs {
         println!("{indent}  {:<5}  {}", verdict(n.allowed), n.need);
@@ -290,7 +302,9 @@ fn run(args: &Args) -> Result<bool, String> {
         "roles:      {}",
         if shown.is_empty() { "(none)" } else { &shown }
     );
-    let st = classify(text.trim(), args.keyspace.as_deref());
+    // Untrimmed: a `--` comment needs its line end, and positions in syntax errors count
+    // from the text as given.
+    let st = classify(&text, args.keyspace.as_deref());
     let e = policy.explain(&id.principal, &roles, &st);
     print_statement("", &st, &e);
     for (i, child) in st.children.iter().enumerate() {
