@@ -3,6 +3,9 @@
 
 mod harness;
 
+use std::io::Write;
+use std::time::Duration;
+
 use harness::{
     config_with_stream, free_port, load_module_lines, repo_dir, stream_body_line, test_config,
 };
@@ -110,9 +113,13 @@ fn a_frame_size_out_of_bounds_is_refused() {
 
 #[test]
 fn cql_is_accepted_in_stream_and_server_blocks() {
-    let port = free_port();
+    let (off, on) = (free_port(), free_port());
+    // One server says `cql off` (what it inherits is then not its business), the other
+    // inherits `cql on` and sets a directive of its own.
     let body = format!(
-        "cql on;\ncql_max_frame_size 1m;\nserver {{\nlisten 127.0.0.1:{port};\nproxy_pass 127.0.0.1:1;\ncql off;\ncql_max_frame_size 256m;\n}}"
+        "cql on;\ncql_max_frame_size 1m;\n\
+         server {{\nlisten 127.0.0.1:{off};\nproxy_pass 127.0.0.1:1;\ncql off;\n}}\n\
+         server {{\nlisten 127.0.0.1:{on};\nproxy_pass 127.0.0.1:1;\ncql_max_frame_size 256m;\n}}"
     );
     let (ok, said, _) = test_config("contexts", &config_with_stream(&body));
     assert!(ok, "{said}");
@@ -195,11 +202,17 @@ fn combinations_that_cannot_work_are_refused() {
     let dir = harness::scratch_dir("policy-without-auth");
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, "[roles.reader]\n").unwrap();
-    let (said, _) = refused(
+    let (said, conf) = refused(
         "policy-without-auth",
         &server_with(&format!("cql on;\ncql_policy {};", policy.display())),
     );
-    assert!(said.contains("\"cql_policy\" needs \"cql_auth\""), "{said}");
+    assert!(
+        said.contains(&format!(
+            "\"cql_policy\" needs \"cql_auth\": a policy decides for authenticated identities in {conf}:{}",
+            stream_body_line(5)
+        )),
+        "{said}"
+    );
 }
 
 #[test]
@@ -251,4 +264,454 @@ fn audit_log_mistakes_name_the_file_line_and_reason() {
         )),
     );
     assert!(ok, "{said}");
+}
+
+/// A readable JWT secret and a policy in a fresh folder: what a gated server needs.
+struct Files {
+    secret: String,
+    policy: String,
+}
+
+fn files(name: &str) -> Files {
+    let dir = harness::scratch_dir(name);
+    std::fs::write(
+        dir.join("secret"),
+        "a secret of at least thirty-two bytes\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policy.toml"),
+        "[roles.reader]\ngrant = [ { permissions = [\"SELECT\"], on = \"KEYSPACE shop\" } ]\n\n\
+         [[bind]]\nrole = \"reader\"\ngroups = [\"analysts\"]\n",
+    )
+    .unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+    Files {
+        secret: path("secret"),
+        policy: path("policy.toml"),
+    }
+}
+
+/// Asserts that NGINX said `reason` about line `line` of the stream body.
+fn said_at(said: &str, conf: &str, line: usize, reason: &str) {
+    assert!(
+        said.contains(&format!("{reason} in {conf}:{}", stream_body_line(line))),
+        "expected \"{reason}\" at stream body line {line}:\n{said}"
+    );
+}
+
+#[test]
+fn the_login_and_queue_limits_are_bounded() {
+    let attempts = "\"cql_max_auth_attempts\" must be between 1 and 100";
+    let timeout = "\"cql_auth_timeout\" must be between 100ms and 10m";
+    let queued = "\"cql_max_queued_size\" must be between 16k and 64m";
+    for (i, (directive, reason)) in [
+        ("cql_max_auth_attempts 0;", attempts),
+        ("cql_max_auth_attempts 101;", attempts),
+        (
+            "cql_max_auth_attempts many;",
+            "\"cql_max_auth_attempts\" directive invalid number",
+        ),
+        ("cql_auth_timeout 0;", timeout),
+        ("cql_auth_timeout 50ms;", timeout),
+        ("cql_auth_timeout 11m;", timeout),
+        (
+            "cql_auth_timeout soon;",
+            "\"cql_auth_timeout\" directive invalid value",
+        ),
+        ("cql_max_queued_size 8k;", queued),
+        ("cql_max_queued_size 65m;", queued),
+        (
+            "cql_prepared_cache 10000 32m;",
+            "\"cql_prepared_cache\" invalid parameter \"32m\"",
+        ),
+        (
+            "cql_prepared_cache 10000 size=512k;",
+            "\"cql_prepared_cache\" invalid size \"512k\": expected 1m to 1024m",
+        ),
+        (
+            "cql_prepared_cache 10000 size=lots;",
+            "\"cql_prepared_cache\" invalid size \"lots\": expected 1m to 1024m",
+        ),
+        (
+            "cql_allow_unbound_identities yes;",
+            "\"cql_allow_unbound_identities\" takes on or off",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (said, conf) = refused(&format!("limit-{i}"), &format!("cql on;\n{directive}"));
+        said_at(&said, &conf, 2, reason);
+    }
+}
+
+#[test]
+fn the_new_directives_are_accepted_in_stream_and_server_blocks() {
+    let f = files("new-directives");
+    let body = format!(
+        "cql_max_auth_attempts 5;\ncql_auth_timeout 500ms;\ncql_max_queued_size 1m;\n\
+         cql_prepared_cache 5000 size=64m;\n\
+         server {{\nlisten 127.0.0.1:{port};\nproxy_pass 127.0.0.1:1;\ncql on;\n\
+         cql_auth jwt;\ncql_jwt_secret {secret};\ncql_policy {policy};\n\
+         cql_allow_unbound_identities on;\ncql_max_auth_attempts 1;\ncql_auth_timeout 1m;\n\
+         cql_max_queued_size 16k;\ncql_prepared_cache 100;\n}}\n\
+         server {{\nlisten 127.0.0.1:{other};\nproxy_pass 127.0.0.1:1;\ncql on;\n\
+         cql_auth jwt;\ncql_jwt_secret {secret};\ncql_policy off;\n\
+         cql_allow_unbound_identities off;\n}}",
+        port = free_port(),
+        other = free_port(),
+        secret = f.secret,
+        policy = f.policy,
+    );
+    let (ok, said, _) = test_config("new-directives", &config_with_stream(&body));
+    assert!(ok, "{said}");
+}
+
+#[test]
+fn a_cql_directive_without_cql_on_is_refused() {
+    let unchecked = "needs \"cql on\"; without it this server passes CQL through unchecked";
+    // Its own directive, without `cql`, or with `cql off`.
+    let (said, conf) = refused("no-cql-on", &server_with("cql_auth jwt;"));
+    said_at(&said, &conf, 4, &format!("\"cql_auth\" {unchecked}"));
+    let (said, conf) = refused(
+        "cql-off-own",
+        &server_with("cql off;\ncql_audit_log logs/audit.log;"),
+    );
+    said_at(&said, &conf, 5, &format!("\"cql_audit_log\" {unchecked}"));
+    let (said, conf) = refused("size-no-cql-on", &server_with("cql_max_queued_size 1m;"));
+    said_at(
+        &said,
+        &conf,
+        4,
+        &format!("\"cql_max_queued_size\" {unchecked}"),
+    );
+
+    // Inherited from the stream block by a server that does not say `cql`: refused at the
+    // server, naming the directive and its line; also when the stream block says `cql off`.
+    for (i, stream) in ["cql_auth mtls;", "cql off;\ncql_auth mtls;"]
+        .into_iter()
+        .enumerate()
+    {
+        let lines = stream.lines().count();
+        let (said, conf) = refused(
+            &format!("inherited-no-cql-on-{i}"),
+            &format!("{stream}\nserver {{\nlisten 127.0.0.1:1;\nproxy_pass 127.0.0.1:2;\n}}"),
+        );
+        said_at(
+            &said,
+            &conf,
+            lines + 1,
+            &format!(
+                "\"cql_auth\" {unchecked} (\"cql_auth\" is inherited from {conf}:{}; \
+                 say \"cql off\" in the server if that is meant)",
+                stream_body_line(lines)
+            ),
+        );
+    }
+
+    // A server that says `cql off` means it; one that inherits `cql on` is checked.
+    let f = files("inherited-cql-off");
+    let body = format!(
+        "cql_auth jwt;\ncql_jwt_secret {};\ncql_policy {};\n\
+         server {{\nlisten 127.0.0.1:{};\nproxy_pass 127.0.0.1:1;\ncql off;\n}}\n\
+         server {{\nlisten 127.0.0.1:{};\nproxy_pass 127.0.0.1:1;\ncql on;\n}}",
+        f.secret,
+        f.policy,
+        free_port(),
+        free_port()
+    );
+    let (ok, said, _) = test_config("inherited-cql-off", &config_with_stream(&body));
+    assert!(ok, "{said}");
+}
+
+#[test]
+fn authentication_without_a_policy_is_refused_unless_said() {
+    let f = files("auth-without-policy");
+    let reason = "\"cql_auth\" needs \"cql_policy\": without a policy every authenticated \
+                  identity may run any statement; say \"cql_policy off\" to authenticate only";
+    let secret = format!("cql_jwt_secret {};", f.secret);
+    let (said, conf) = refused(
+        "jwt-without-policy",
+        &server_with(&format!("cql on;\ncql_auth jwt;\n{secret}")),
+    );
+    said_at(&said, &conf, 5, reason);
+    let (said, conf) = refused(
+        "mtls-without-policy",
+        &server_with("cql on;\ncql_auth mtls;"),
+    );
+    said_at(&said, &conf, 5, reason);
+    // Inherited: at the stream block's cql_auth.
+    let (said, conf) = refused(
+        "inherited-without-policy",
+        &format!("cql_auth any;\n{secret}\n{}", server_with("cql on;")),
+    );
+    said_at(&said, &conf, 1, reason);
+
+    // Authentication only, said so: accepted; unbound identities then mean nothing.
+    let only = format!("cql on;\ncql_auth jwt;\n{secret}\ncql_policy off;");
+    let (ok, said, _) = test_config(
+        "authentication-only",
+        &config_with_stream(&server_with(&only)),
+    );
+    assert!(ok, "{said}");
+    let (said, conf) = refused(
+        "unbound-without-policy",
+        &server_with(&format!("{only}\ncql_allow_unbound_identities on;")),
+    );
+    said_at(
+        &said,
+        &conf,
+        8,
+        "\"cql_allow_unbound_identities on\" needs a \"cql_policy\" file: without one no \
+         login is refused for want of a role",
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// The audit log's file is its own
+// ------------------------------------------------------------------------------------------
+
+/// What NGINX says when `path` is written by the audit log and another log.
+fn shared(path: &str) -> String {
+    format!(
+        "\"cql_audit_log\" \"{path}\" is also written by another log; give the audit log a \
+         file of its own"
+    )
+}
+
+/// A stream body with a `basic` log format (line 1) and a server (from line 2) whose
+/// directives start at line 5.
+fn logging_server(directives: &str) -> String {
+    format!(
+        "log_format basic '$remote_addr $status';\n\
+         server {{\nlisten 127.0.0.1:{};\nproxy_pass 127.0.0.1:1;\n{directives}\n}}",
+        free_port()
+    )
+}
+
+/// The line of `conf` that holds `needle` (from 1).
+fn line_of(conf: &str, needle: &str) -> usize {
+    conf.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{needle} not in:\n{conf}"))
+}
+
+#[test]
+fn an_audit_file_another_log_opened_first_is_refused_at_the_directive() {
+    for (i, (directives, audit_line)) in [
+        // The brief's crash: another module's buffer on the audit log's file.
+        (
+            "cql on;\naccess_log logs/x.log basic buffer=8k flush=1s;\ncql_audit_log logs/x.log;",
+            7,
+        ),
+        (
+            "cql on;\naccess_log logs/x.log basic;\ncql_audit_log logs/x.log buffer=8k flush=1s;",
+            7,
+        ),
+        (
+            "cql on;\nerror_log logs/x.log;\ncql_audit_log logs/x.log;",
+            7,
+        ),
+        // NGINX's own error log (the main error_log of the test configuration).
+        ("cql on;\ncql_audit_log logs/error.log;", 6),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (said, conf) = refused(&format!("shared-before-{i}"), &logging_server(directives));
+        let path = if directives.contains("error.log") {
+            "logs/error.log"
+        } else {
+            "logs/x.log"
+        };
+        said_at(&said, &conf, audit_line, &shared(path));
+    }
+    // An http block's access_log before the stream block.
+    let config = config_with_stream(&logging_server("cql on;\ncql_audit_log logs/x.log;"))
+        .replace("stream {", "http {\naccess_log logs/x.log;\n}\nstream {");
+    let (ok, said, conf) = test_config("shared-before-http", &config);
+    assert!(!ok, "nginx -t accepted:\n{config}");
+    let line = line_of(&config, "cql_audit_log");
+    assert!(
+        said.contains(&format!(
+            "{} in {}:{line}",
+            shared("logs/x.log"),
+            conf.display()
+        )),
+        "{said}"
+    );
+}
+
+#[test]
+fn an_audit_file_another_log_opens_later_is_refused_naming_the_audit_log() {
+    // Within the stream block: refused when the block ends.
+    for (i, directives) in [
+        "cql on;\ncql_audit_log logs/x.log;\naccess_log logs/x.log basic buffer=8k flush=1s;",
+        "cql on;\ncql_audit_log logs/x.log buffer=8k;\naccess_log logs/x.log basic buffer=4k;",
+        "cql on;\ncql_audit_log logs/x.log;\nerror_log logs/x.log;",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (said, conf) = refused(&format!("shared-after-{i}"), &logging_server(directives));
+        said_at(&said, &conf, 6, &shared("logs/x.log"));
+    }
+    // Another server of the block.
+    let body = format!(
+        "{}\nserver {{\nlisten 127.0.0.1:{};\nproxy_pass 127.0.0.1:1;\n\
+         access_log logs/x.log basic buffer=8k;\n}}",
+        logging_server("cql on;\ncql_audit_log logs/x.log;"),
+        free_port()
+    );
+    let (said, conf) = refused("shared-after-server", &body);
+    said_at(&said, &conf, 6, &shared("logs/x.log"));
+
+    // After the stream block: an http block's buffered access_log, a main error_log.
+    for (i, after) in [
+        "http {\naccess_log logs/x.log combined buffer=8k;\n}\n",
+        "error_log logs/x.log;\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let config =
+            config_with_stream(&logging_server("cql on;\ncql_audit_log logs/x.log;")) + after;
+        let (ok, said, conf) = test_config(&format!("shared-after-stream-{i}"), &config);
+        assert!(!ok, "nginx -t accepted:\n{config}");
+        let line = line_of(&config, "cql_audit_log");
+        assert!(
+            said.contains(&format!(
+                "{} in {}:{line}",
+                shared("logs/x.log"),
+                conf.display()
+            )),
+            "{said}"
+        );
+    }
+}
+
+#[test]
+fn servers_may_share_an_audit_file() {
+    let body = format!(
+        "{}\nserver {{\nlisten 127.0.0.1:{};\nproxy_pass 127.0.0.1:1;\ncql on;\n\
+         cql_audit_log logs/audit.log buffer=8k flush=1s;\n\
+         access_log logs/access.log basic buffer=8k;\n}}",
+        logging_server("cql on;\ncql_audit_log logs/audit.log buffer=8k flush=1s;"),
+        free_port()
+    );
+    let (ok, said, _) = test_config("shared-audit-file", &config_with_stream(&body));
+    assert!(ok, "{said}");
+    // ... with the same buffer.
+    let body = format!(
+        "{}\nserver {{\nlisten 127.0.0.1:{};\nproxy_pass 127.0.0.1:1;\ncql on;\n\
+         cql_audit_log logs/audit.log buffer=4k;\n}}",
+        logging_server("cql on;\ncql_audit_log logs/audit.log buffer=8k flush=1s;"),
+        free_port()
+    );
+    let (said, conf) = refused("shared-audit-other-buffer", &body);
+    said_at(
+        &said,
+        &conf,
+        12,
+        "\"cql_audit_log\" \"logs/audit.log\" is already an audit log with other buffer= or flush=",
+    );
+}
+
+/// A CQL v4 OPTIONS on stream 0, and the SUPPORTED that answers it.
+fn options_round_trip(port: u16) {
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    client
+        .write_all(&[0x04, 0, 0, 0, 0x05, 0, 0, 0, 0])
+        .expect("send OPTIONS");
+    let header = harness::read_exact_within(&mut client, 9, Duration::from_secs(5));
+    assert_eq!(header[4], 0x06, "SUPPORTED answers OPTIONS: {header:?}");
+    let length = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) as usize;
+    harness::read_exact_within(&mut client, length, Duration::from_secs(5));
+}
+
+/// `nginx -t` cannot see an unbuffered log that opens the audit log's file after it (it
+/// leaves no mark on NGINX's open file): the worker must not crash, and every line of the
+/// file is whole, an audit line or an access line.
+#[test]
+fn an_unbuffered_log_opened_later_on_the_audit_file_does_not_crash_the_worker() {
+    let upstream = harness::DevServer::start(&[]);
+    for (i, directives) in [
+        "cql on;\ncql_audit_log logs/x.log buffer=8k flush=1s;\naccess_log logs/x.log basic;",
+        "cql on;\ncql_audit_log logs/x.log;\naccess_log logs/x.log basic;",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let port = free_port();
+        let body = format!(
+            "log_format basic '$remote_addr $status';\n\
+             server {{\nlisten 127.0.0.1:{port};\nproxy_pass 127.0.0.1:{};\n{directives}\n}}",
+            upstream.port
+        );
+        let nginx = harness::Nginx::start(&format!("shared-unbuffered-{i}"), &body);
+        let connections = 20;
+        for _ in 0..connections {
+            options_round_trip(port);
+        }
+        let lines = |log: &str| -> (usize, usize) {
+            let (mut audit, mut access) = (0, 0);
+            for line in log.lines() {
+                if line == "127.0.0.1 200" {
+                    access += 1;
+                } else {
+                    let record: serde_json::Value = serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("a garbled line ({e}): {line:?}"));
+                    audit += usize::from(record["event"] == "session");
+                }
+            }
+            (audit, access)
+        };
+        let log = harness::wait_for(Duration::from_secs(10), || {
+            let log = nginx.read_log("x.log");
+            (lines(&log) == (connections, connections)).then_some(log)
+        });
+        let error_log = nginx.stop();
+        let log = log.unwrap_or_else(|| {
+            panic!("{directives}: expected {connections} session and access lines; error log:\n{error_log}")
+        });
+        assert_eq!(lines(&log), (connections, connections), "{log}");
+    }
+}
+
+/// `init_module` failing ends NGINX's master process, so on a reload a log after the
+/// `stream` block that writes the audit file too is only warned about: the master lives on
+/// and the new worker serves with the audit log's own buffer.
+#[test]
+fn a_reload_that_shares_the_audit_file_after_the_stream_block_keeps_the_master() {
+    let upstream = harness::DevServer::start(&[]);
+    let port = free_port();
+    let body = format!(
+        "server {{\nlisten 127.0.0.1:{port};\nproxy_pass 127.0.0.1:{};\ncql on;\n\
+         cql_audit_log logs/x.log buffer=8k flush=1s;\n}}",
+        upstream.port
+    );
+    let nginx = harness::Nginx::start("shared-on-reload", &body);
+    options_round_trip(port);
+    let config =
+        config_with_stream(&body) + "http {\naccess_log logs/x.log combined buffer=8k;\n}\n";
+    std::fs::write(nginx.prefix.join("conf/nginx.conf"), &config).unwrap();
+    harness::reload(&nginx.prefix, nginx.pid());
+    options_round_trip(port);
+    let warned = format!(
+        "{} in {}:{}",
+        shared("logs/x.log"),
+        nginx.prefix.join("conf/nginx.conf").display(),
+        line_of(&config, "cql_audit_log")
+    );
+    let error_log = nginx.error_log();
+    assert!(
+        error_log
+            .lines()
+            .any(|l| l.contains("[warn]") && l.contains(&warned)),
+        "{error_log}"
+    );
+    assert!(std::path::Path::new(&format!("/proc/{}", nginx.pid())).exists());
+    nginx.stop();
 }

@@ -4,8 +4,9 @@ use core::ptr::{addr_of, addr_of_mut, null_mut};
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_t, ngx_int_t, ngx_module_t, ngx_str_t,
-    ngx_stream_module_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE2,
-    NGX_STREAM_MAIN_CONF, NGX_STREAM_MODULE, NGX_STREAM_SRV_CONF, NGX_STREAM_SRV_CONF_OFFSET,
+    ngx_stream_module_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
+    NGX_CONF_TAKE2, NGX_STREAM_MAIN_CONF, NGX_STREAM_MODULE, NGX_STREAM_SRV_CONF,
+    NGX_STREAM_SRV_CONF_OFFSET,
 };
 use ngx::ngx_string;
 
@@ -25,7 +26,7 @@ static mut CTX: ngx_stream_module_t = ngx_stream_module_t {
 /// Context of a directive: `stream` and `server` blocks.
 const STREAM_AND_SERVER: u32 = NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF;
 
-static mut COMMANDS: [ngx_command_t; 28] = [
+static mut COMMANDS: [ngx_command_t; 32] = [
     ngx_command_t {
         name: ngx_string!("cql"),
         type_: (STREAM_AND_SERVER | NGX_CONF_FLAG) as _,
@@ -58,6 +59,30 @@ static mut COMMANDS: [ngx_command_t; 28] = [
         offset: core::mem::offset_of!(SrvConf, max_auth_response_size),
         post: null_mut(),
     },
+    ngx_command_t {
+        name: ngx_string!("cql_max_auth_attempts"),
+        type_: (STREAM_AND_SERVER | NGX_CONF_TAKE1) as _,
+        set: Some(config::set_max_auth_attempts),
+        conf: NGX_STREAM_SRV_CONF_OFFSET,
+        offset: core::mem::offset_of!(SrvConf, max_auth_attempts),
+        post: null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("cql_auth_timeout"),
+        type_: (STREAM_AND_SERVER | NGX_CONF_TAKE1) as _,
+        set: Some(config::set_auth_timeout),
+        conf: NGX_STREAM_SRV_CONF_OFFSET,
+        offset: core::mem::offset_of!(SrvConf, auth_timeout),
+        post: null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("cql_max_queued_size"),
+        type_: (STREAM_AND_SERVER | NGX_CONF_TAKE1) as _,
+        set: Some(config::set_max_queued_size),
+        conf: NGX_STREAM_SRV_CONF_OFFSET,
+        offset: core::mem::offset_of!(SrvConf, max_queued_size),
+        post: null_mut(),
+    },
     setting(ngx_string!("cql_auth"), NGX_CONF_TAKE1),
     setting(ngx_string!("cql_jwt_keys"), NGX_CONF_1MORE),
     setting(ngx_string!("cql_jwt_secret"), NGX_CONF_TAKE1),
@@ -71,9 +96,10 @@ static mut COMMANDS: [ngx_command_t; 28] = [
     setting(ngx_string!("cql_jwt_claim_attributes"), NGX_CONF_1MORE),
     setting(ngx_string!("cql_token_cache"), NGX_CONF_TAKE1),
     setting(ngx_string!("cql_decision_cache"), NGX_CONF_TAKE1),
-    setting(ngx_string!("cql_prepared_cache"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_prepared_cache"), NGX_CONF_TAKE12),
     setting(ngx_string!("cql_upstream_auth"), NGX_CONF_TAKE2),
     setting(ngx_string!("cql_policy"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_allow_unbound_identities"), NGX_CONF_TAKE1),
     setting(ngx_string!("cql_audit_log"), NGX_CONF_1MORE),
     setting(ngx_string!("cql_audit_categories"), NGX_CONF_1MORE),
     setting(ngx_string!("cql_audit_exclude_categories"), NGX_CONF_1MORE),
@@ -103,9 +129,16 @@ pub static mut ngx_stream_cql_module: ngx_module_t = ngx_module_t {
     ctx: addr_of!(CTX) as *mut _,
     commands: unsafe { addr_of_mut!(COMMANDS[0]) },
     type_: NGX_STREAM_MODULE as _,
+    init_module: Some(init_module),
     exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
+
+/// Runs when the whole configuration is loaded (also by `nginx -t`): audit files that a log
+/// after the `stream` block writes too.
+unsafe extern "C" fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t {
+    super::audit_log::check_files_at_load(cycle)
+}
 
 /// Runs when a worker exits: buffered audit lines are written.
 unsafe extern "C" fn exit_process(cycle: *mut ngx::ffi::ngx_cycle_t) {
@@ -117,8 +150,12 @@ unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     variables::register(cf)
 }
 
-/// Runs after the `stream` block is parsed: inserts the filter at the top of the chain.
-unsafe extern "C" fn postconfiguration(_cf: *mut ngx_conf_t) -> ngx_int_t {
+/// Runs after the `stream` block is parsed and merged: refuses an audit file another log of
+/// the block writes too, then inserts the filter at the top of the chain.
+unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    if !super::audit_log::check_files(cf) {
+        return ngx::ffi::NGX_ERROR as ngx_int_t;
+    }
     filter::install();
     ngx::ffi::NGX_OK as ngx_int_t
 }

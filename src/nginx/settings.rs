@@ -16,7 +16,7 @@ use ngx::ffi::{
 use ngx::ngx_conf_log_error;
 
 use super::audit_log::{self, Sink};
-use super::config::SrvConf;
+use super::config::{self, At, SrvConf};
 use crate::audit::{Filter, Settings as AuditSettings};
 use crate::classify::Category;
 use crate::identity::{JwtSettings, JwtValidator};
@@ -26,10 +26,62 @@ use crate::session::{AuthMode, Capacities, Config, Limits, Shared, UpstreamLogin
 /// Each configuration load gets a new generation: cached tokens of old keys are not reused.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// A directive's value and where it was read, for messages about combinations.
+#[derive(Clone, Debug)]
+pub(super) struct Located<T> {
+    pub value: T,
+    pub at: At,
+}
+
+/// Why a server's configuration is refused, and which directive to point at (`None`: the
+/// line NGINX is reading).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Refusal {
+    pub message: String,
+    pub at: Option<At>,
+}
+
+impl Refusal {
+    fn new(at: Option<&At>, message: String) -> Refusal {
+        Refusal {
+            message,
+            at: at.cloned(),
+        }
+    }
+}
+
+/// What directives are read against.
+pub(super) struct Reading<'a> {
+    /// NGINX's configuration prefix: relative file names are read from it.
+    pub prefix: &'a Path,
+    /// Where the directive is.
+    pub at: At,
+    /// NGINX's size syntax (`16k`, `32m`).
+    pub parse_size: fn(&str) -> Option<usize>,
+}
+
+impl Reading<'_> {
+    /// `value`, read at this directive.
+    fn locate<T>(&self, value: T) -> Located<T> {
+        Located {
+            value,
+            at: self.at.clone(),
+        }
+    }
+}
+
+/// Bounds of the `size=` of `cql_prepared_cache`.
+const MIN_PREPARED_BYTES: usize = 1024 * 1024;
+const MAX_PREPARED_BYTES: usize = 1024 * 1024 * 1024;
+
 /// Directives of a `server` (or the `stream` block's defaults); `None` is unset.
 #[derive(Default)]
 pub struct Settings {
-    auth: Option<AuthMode>,
+    /// Where the block (`server {` or `stream {`) begins.
+    pub(super) block_at: Option<At>,
+    /// The block's first `cql_*` directive other than `cql`, and where it is.
+    first_directive: Option<Located<String>>,
+    auth: Option<Located<AuthMode>>,
     jwt_keys: Option<Vec<PathBuf>>,
     jwt_secret: Option<PathBuf>,
     jwt_algorithms: Option<Vec<String>>,
@@ -43,8 +95,12 @@ pub struct Settings {
     token_cache: Option<usize>,
     decision_cache: Option<usize>,
     prepared_cache: Option<usize>,
+    /// The `size=` of `cql_prepared_cache`.
+    prepared_bytes: Option<usize>,
     upstream_login: Option<UpstreamLogin>,
-    policy: Option<Rc<Policy>>,
+    /// `cql_policy`: `None` inside is `off`.
+    policy: Option<Located<Option<Rc<Policy>>>>,
+    allow_unbound: Option<Located<bool>>,
     /// `cql_audit_log`: `Some(None)` is `off`.
     audit_log: Option<Option<Rc<Sink>>>,
     audit_categories: Option<Vec<Category>>,
@@ -82,6 +138,51 @@ impl Settings {
         Some(settings)
     }
 
+    /// Notes a directive of this block, for [`Settings::needs_cql_on`].
+    pub(super) fn note_directive(&mut self, name: &str, at: At) {
+        if self.first_directive.is_none() {
+            self.first_directive = Some(Located {
+                value: name.to_string(),
+                at,
+            });
+        }
+    }
+
+    /// A `cql_*` directive acts only with `cql on`: a server without it that has one of its
+    /// own, or inherits one from the `stream` block without saying `cql off`, would pass CQL
+    /// through unchecked while its configuration says otherwise. Checked before
+    /// [`Settings::inherit`]; `says_cql`: the server has a `cql` directive of its own.
+    pub(super) fn needs_cql_on(
+        &self,
+        enabled: bool,
+        says_cql: bool,
+        parent: &Settings,
+    ) -> Result<(), Refusal> {
+        if enabled {
+            return Ok(());
+        }
+        if let Some(own) = &self.first_directive {
+            return Err(Refusal::new(
+                Some(&own.at),
+                format!(
+                    "\"{}\" needs \"cql on\"; without it this server passes CQL through unchecked",
+                    own.value
+                ),
+            ));
+        }
+        match &parent.first_directive {
+            Some(inherited) if !says_cql => Err(Refusal::new(
+                self.block_at.as_ref(),
+                format!(
+                    "\"{}\" needs \"cql on\"; without it this server passes CQL through unchecked \
+                     (\"{}\" is inherited from {}; say \"cql off\" in the server if that is meant)",
+                    inherited.value, inherited.value, inherited.at
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Unset directives take the `stream` block's values.
     pub(super) fn inherit(&mut self, parent: &Settings) {
         fn take<T: Clone>(value: &mut Option<T>, parent: &Option<T>) {
@@ -103,8 +204,10 @@ impl Settings {
         take(&mut self.token_cache, &parent.token_cache);
         take(&mut self.decision_cache, &parent.decision_cache);
         take(&mut self.prepared_cache, &parent.prepared_cache);
+        take(&mut self.prepared_bytes, &parent.prepared_bytes);
         take(&mut self.upstream_login, &parent.upstream_login);
         take(&mut self.policy, &parent.policy);
+        take(&mut self.allow_unbound, &parent.allow_unbound);
         take(&mut self.audit_log, &parent.audit_log);
         take(&mut self.audit_categories, &parent.audit_categories);
         take(
@@ -142,39 +245,80 @@ impl Settings {
         }
     }
 
+    /// Directives that cannot work together, or that would let every identity through
+    /// without the configuration saying so.
+    pub(super) fn check_combination(&self) -> Result<(), Refusal> {
+        let auth = self.auth();
+        let auth_at = self.auth.as_ref().map(|a| &a.at);
+        let wants_tokens = matches!(auth, AuthMode::Token | AuthMode::Any);
+        let has_keys = self.jwt_keys.is_some() || self.jwt_secret.is_some();
+        if wants_tokens && !has_keys {
+            return Err(Refusal::new(
+                auth_at,
+                format!(
+                    "\"cql_auth {}\" needs \"cql_jwt_keys\" or \"cql_jwt_secret\"",
+                    auth.name()
+                ),
+            ));
+        }
+        let policy_file = self.policy.as_ref().is_some_and(|p| p.value.is_some());
+        if auth == AuthMode::Off && policy_file {
+            return Err(Refusal::new(
+                self.policy.as_ref().map(|p| &p.at),
+                "\"cql_policy\" needs \"cql_auth\": a policy decides for authenticated identities"
+                    .to_string(),
+            ));
+        }
+        if auth != AuthMode::Off && self.policy.is_none() {
+            return Err(Refusal::new(
+                auth_at,
+                "\"cql_auth\" needs \"cql_policy\": without a policy every authenticated identity \
+                 may run any statement; say \"cql_policy off\" to authenticate only"
+                    .to_string(),
+            ));
+        }
+        if let Some(allow) = self.allow_unbound.as_ref().filter(|a| a.value) {
+            if !policy_file {
+                return Err(Refusal::new(
+                    Some(&allow.at),
+                    "\"cql_allow_unbound_identities on\" needs a \"cql_policy\" file: without one \
+                     no login is refused for want of a role"
+                        .to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn auth(&self) -> AuthMode {
+        self.auth.as_ref().map(|a| a.value).unwrap_or_default()
+    }
+
     /// Checks the combination of directives and builds what sessions use.
     pub(super) unsafe fn build(
         &mut self,
         cf: *mut ngx_conf_t,
         limits: Limits,
         enabled: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         if !enabled {
             return Ok(());
         }
-        let auth = self.auth.unwrap_or_default();
-        let wants_tokens = matches!(auth, AuthMode::Token | AuthMode::Any);
-        let has_keys = self.jwt_keys.is_some() || self.jwt_secret.is_some();
-        if wants_tokens && !has_keys {
-            return Err(format!(
-                "\"cql_auth {}\" needs \"cql_jwt_keys\" or \"cql_jwt_secret\"",
-                auth.name()
-            ));
-        }
-        if auth == AuthMode::Off && self.policy.is_some() {
-            return Err(
-                "\"cql_policy\" needs \"cql_auth\": a policy decides for authenticated identities"
-                    .to_string(),
-            );
-        }
-        let jwt = if wants_tokens {
-            Some(JwtValidator::load(&self.jwt_settings())?)
+        self.check_combination()?;
+        let auth = self.auth();
+        let auth_at = self.auth.as_ref().map(|a| a.at.clone());
+        let refused = |message: String| Refusal {
+            message,
+            at: auth_at.clone(),
+        };
+        let jwt = if matches!(auth, AuthMode::Token | AuthMode::Any) {
+            Some(JwtValidator::load(&self.jwt_settings()).map_err(refused)?)
         } else {
             None
         };
         let certificate_variables = if matches!(auth, AuthMode::Certificate | AuthMode::Any) {
-            let verify = variable_index(cf, "ssl_client_verify")?;
-            let cert = variable_index(cf, "ssl_client_raw_cert")?;
+            let verify = variable_index(cf, "ssl_client_verify").map_err(refused)?;
+            let cert = variable_index(cf, "ssl_client_raw_cert").map_err(refused)?;
             Some((verify, cert))
         } else {
             None
@@ -182,6 +326,7 @@ impl Settings {
         let defaults = Capacities::default();
         let capacities = Capacities {
             prepared: self.prepared_cache.unwrap_or(defaults.prepared),
+            prepared_bytes: self.prepared_bytes.unwrap_or(defaults.prepared_bytes),
             decisions: self.decision_cache.unwrap_or(defaults.decisions),
             tokens: self.token_cache.unwrap_or(defaults.tokens),
         };
@@ -209,8 +354,9 @@ impl Settings {
             jwt,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             upstream_login: self.upstream_login.clone(),
-            policy: self.policy.clone(),
+            policy: self.policy.as_ref().and_then(|p| p.value.clone()),
             audit,
+            allow_unbound: self.allow_unbound.as_ref().is_some_and(|a| a.value),
         };
         self.built = Some(Built {
             config: Rc::new(config),
@@ -222,14 +368,14 @@ impl Settings {
     }
 
     /// Applies one directive; `args` excludes the directive's name.
-    fn apply(&mut self, name: &str, args: &[&str], prefix: &Path) -> Result<(), String> {
+    fn apply(&mut self, name: &str, args: &[&str], reading: &Reading) -> Result<(), String> {
         let duplicate = || Err("is duplicate".to_string());
         let path = |arg: &str| -> PathBuf {
             let p = Path::new(arg);
             if p.is_absolute() {
                 p.to_path_buf()
             } else {
-                prefix.join(p)
+                reading.prefix.join(p)
             }
         };
         let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
@@ -238,7 +384,7 @@ impl Settings {
                 if self.auth.is_some() {
                     return duplicate();
                 }
-                self.auth = Some(match args {
+                self.auth = Some(reading.locate(match args {
                     ["off"] => AuthMode::Off,
                     ["jwt"] => AuthMode::Token,
                     ["mtls"] => AuthMode::Certificate,
@@ -249,7 +395,7 @@ impl Settings {
                         ))
                     }
                     _ => return Err("takes one value".to_string()),
-                });
+                }));
             }
             "cql_jwt_keys" => {
                 let keys: Vec<PathBuf> = args.iter().map(|a| path(a)).collect();
@@ -311,17 +457,41 @@ impl Settings {
                 .jwt_attribute_claims
                 .get_or_insert_with(Vec::new)
                 .extend(strings(args)),
-            "cql_token_cache" | "cql_decision_cache" | "cql_prepared_cache" => {
+            "cql_token_cache" | "cql_decision_cache" => {
                 let n = parse_count(args.first().copied().unwrap_or_default())?;
                 let slot = match name {
                     "cql_token_cache" => &mut self.token_cache,
-                    "cql_decision_cache" => &mut self.decision_cache,
-                    _ => &mut self.prepared_cache,
+                    _ => &mut self.decision_cache,
                 };
                 if slot.is_some() {
                     return duplicate();
                 }
                 *slot = Some(n);
+            }
+            "cql_prepared_cache" => {
+                if self.prepared_cache.is_some() {
+                    return duplicate();
+                }
+                let (count, options) = args.split_first().unwrap_or((&"", &[]));
+                let entries = parse_count(count)?;
+                let mut bytes = None;
+                for option in options {
+                    let Some(value) = option.strip_prefix("size=") else {
+                        return Err(format!("invalid parameter \"{option}\""));
+                    };
+                    if bytes.is_some() {
+                        return Err("has size= twice".to_string());
+                    }
+                    bytes = Some(
+                        (reading.parse_size)(value)
+                            .filter(|size| (MIN_PREPARED_BYTES..=MAX_PREPARED_BYTES).contains(size))
+                            .ok_or_else(|| {
+                                format!("invalid size \"{value}\": expected 1m to 1024m")
+                            })?,
+                    );
+                }
+                self.prepared_cache = Some(entries);
+                self.prepared_bytes = bytes;
             }
             "cql_upstream_auth" => {
                 if self.upstream_login.is_some() {
@@ -347,8 +517,21 @@ impl Settings {
                 if self.policy.is_some() {
                     return duplicate();
                 }
-                let file = path(args.first().copied().unwrap_or_default());
-                self.policy = Some(Rc::new(Policy::load(&file)?));
+                self.policy = Some(reading.locate(match args {
+                    ["off"] => None,
+                    [file] => Some(Rc::new(Policy::load(&path(file))?)),
+                    _ => return Err("takes a file or off".to_string()),
+                }));
+            }
+            "cql_allow_unbound_identities" => {
+                if self.allow_unbound.is_some() {
+                    return duplicate();
+                }
+                self.allow_unbound = Some(reading.locate(match args {
+                    ["on"] => true,
+                    ["off"] => false,
+                    _ => return Err("takes on or off".to_string()),
+                }));
             }
             "cql_audit_categories" | "cql_audit_exclude_categories" => {
                 let slot = match name {
@@ -494,12 +677,14 @@ pub(super) unsafe extern "C" fn set_directive(
     let Some((name, rest)) = words.split_first() else {
         return NGX_CONF_ERROR;
     };
+    let at = config::At::current(cf);
+    settings.note_directive(name, at.clone());
     if *name == "cql_audit_log" {
         if settings.audit_log.is_some() {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"cql_audit_log\" is duplicate");
             return NGX_CONF_ERROR;
         }
-        return match audit_log::parse(cf, rest) {
+        return match audit_log::parse(cf, rest, at) {
             Ok(sink) => {
                 settings.audit_log = Some(sink.map(Rc::new));
                 NGX_CONF_OK
@@ -512,7 +697,12 @@ pub(super) unsafe extern "C" fn set_directive(
         };
     }
     let prefix = conf_prefix(cf);
-    match settings.apply(name, rest, &prefix) {
+    let reading = Reading {
+        prefix: &prefix,
+        at,
+        parse_size: config::parse_size,
+    };
+    match settings.apply(name, rest, &reading) {
         Ok(()) => NGX_CONF_OK,
         Err(message) => {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{}\" {}", name, message);
@@ -533,4 +723,237 @@ unsafe fn conf_prefix(cf: *mut ngx_conf_t) -> PathBuf {
     }
     let bytes = core::slice::from_raw_parts(p.data, p.len);
     PathBuf::from(String::from_utf8_lossy(bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(line: usize) -> At {
+        At(format!("nginx.conf:{line}"))
+    }
+
+    /// `16k` and `32m`, as NGINX reads sizes (enough for these tests).
+    fn size(value: &str) -> Option<usize> {
+        let (digits, scale) = match value.as_bytes().last() {
+            Some(b'k') => (&value[..value.len() - 1], 1024),
+            Some(b'm') => (&value[..value.len() - 1], 1024 * 1024),
+            _ => (value, 1),
+        };
+        digits.parse::<usize>().ok().map(|n| n * scale)
+    }
+
+    /// Settings of `directives`, one `(name, args)` a line from line 1.
+    fn settings(directives: &[(&str, &[&str])]) -> Result<Settings, String> {
+        let mut settings = Settings::default();
+        for (line, (name, args)) in directives.iter().enumerate() {
+            let reading = Reading {
+                prefix: Path::new("/"),
+                at: at(line + 1),
+                parse_size: size,
+            };
+            settings.note_directive(name, reading.at.clone());
+            settings
+                .apply(name, args, &reading)
+                .map_err(|e| format!("\"{name}\" {e}"))?;
+        }
+        Ok(settings)
+    }
+
+    fn policy() -> Located<Option<Rc<Policy>>> {
+        Located {
+            value: Some(Rc::new(Policy::parse("[roles.reader]\n").unwrap())),
+            at: at(9),
+        }
+    }
+
+    fn secret() -> (&'static str, &'static [&'static str]) {
+        // Read when applied: any readable file will do.
+        ("cql_jwt_secret", &["/proc/self/cmdline"])
+    }
+
+    #[test]
+    fn a_cql_directive_needs_cql_on() {
+        let own = settings(&[("cql_auth", &["jwt"])]).unwrap();
+        let none = Settings {
+            block_at: Some(at(1)),
+            ..Settings::default()
+        };
+        let refusal = own.needs_cql_on(false, false, &none).unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal {
+                message: "\"cql_auth\" needs \"cql on\"; without it this server passes CQL \
+                          through unchecked"
+                    .to_string(),
+                at: Some(at(1)),
+            }
+        );
+        // `cql off` in the server does not excuse its own directives.
+        assert!(own.needs_cql_on(false, true, &none).is_err());
+        assert!(own.needs_cql_on(true, true, &none).is_ok());
+
+        // Inherited from the stream block: refused at the server, naming the directive.
+        // cql_max_frame_size is kept in the C part; its handler notes it all the same.
+        let mut parent = settings(&[]).unwrap();
+        parent.note_directive("cql_max_frame_size", at(1));
+        parent.note_directive("cql_auth", at(2));
+        let server = Settings {
+            block_at: Some(at(7)),
+            ..Settings::default()
+        };
+        let refusal = server.needs_cql_on(false, false, &parent).unwrap_err();
+        assert_eq!(refusal.at, Some(at(7)));
+        assert!(
+            refusal.message.starts_with(
+                "\"cql_max_frame_size\" needs \"cql on\"; without it this server passes CQL \
+                 through unchecked (\"cql_max_frame_size\" is inherited from nginx.conf:1;"
+            ),
+            "{}",
+            refusal.message
+        );
+        // A server that says `cql off` means it; one that inherits `cql on` is checked.
+        assert!(server.needs_cql_on(false, true, &parent).is_ok());
+        assert!(server.needs_cql_on(true, false, &parent).is_ok());
+        // Nothing to act on: nothing to refuse.
+        assert!(server.needs_cql_on(false, false, &none).is_ok());
+    }
+
+    #[test]
+    fn authentication_needs_a_policy_or_says_it_has_none() {
+        let auth = ("cql_auth", &["jwt"][..]);
+        let refusal = settings(&[auth, secret()])
+            .unwrap()
+            .check_combination()
+            .unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal {
+                message: "\"cql_auth\" needs \"cql_policy\": without a policy every \
+                          authenticated identity may run any statement; say \"cql_policy off\" \
+                          to authenticate only"
+                    .to_string(),
+                at: Some(at(1)),
+            }
+        );
+        let mut only = settings(&[auth, secret(), ("cql_policy", &["off"])]).unwrap();
+        assert!(only.check_combination().is_ok());
+        only.policy = Some(policy());
+        assert!(only.check_combination().is_ok());
+        // Keys are asked for first, as before.
+        let refusal = settings(&[auth]).unwrap().check_combination().unwrap_err();
+        assert_eq!(
+            refusal.message,
+            "\"cql_auth jwt\" needs \"cql_jwt_keys\" or \"cql_jwt_secret\""
+        );
+        // Without authentication, no policy is needed, and `cql_policy off` is harmless.
+        assert!(settings(&[]).unwrap().check_combination().is_ok());
+        assert!(settings(&[("cql_policy", &["off"])])
+            .unwrap()
+            .check_combination()
+            .is_ok());
+        let policy_only = Settings {
+            policy: Some(policy()),
+            ..Settings::default()
+        };
+        let refusal = policy_only.check_combination().unwrap_err();
+        assert!(refusal
+            .message
+            .starts_with("\"cql_policy\" needs \"cql_auth\""));
+        assert_eq!(refusal.at, Some(at(9)));
+    }
+
+    #[test]
+    fn unbound_identities_are_allowed_only_against_a_policy() {
+        let base: [(&str, &[&str]); 2] = [("cql_auth", &["jwt"]), secret()];
+        let mut on = settings(&[
+            base[0],
+            base[1],
+            ("cql_policy", &["off"]),
+            ("cql_allow_unbound_identities", &["on"]),
+        ])
+        .unwrap();
+        let refusal = on.check_combination().unwrap_err();
+        assert_eq!(refusal.at, Some(at(4)));
+        assert!(
+            refusal
+                .message
+                .starts_with("\"cql_allow_unbound_identities on\" needs a \"cql_policy\" file"),
+            "{}",
+            refusal.message
+        );
+        on.policy = Some(policy());
+        assert!(on.check_combination().is_ok());
+        let off = settings(&[
+            base[0],
+            base[1],
+            ("cql_policy", &["off"]),
+            ("cql_allow_unbound_identities", &["off"]),
+        ])
+        .unwrap();
+        assert!(off.check_combination().is_ok());
+        assert_eq!(
+            settings(&[("cql_allow_unbound_identities", &["yes"])]).err(),
+            Some("\"cql_allow_unbound_identities\" takes on or off".to_string())
+        );
+    }
+
+    #[test]
+    fn the_prepared_cache_is_bounded_by_entries_and_bytes() {
+        let s = settings(&[("cql_prepared_cache", &["5000", "size=64m"])]).unwrap();
+        assert_eq!(
+            (s.prepared_cache, s.prepared_bytes),
+            (Some(5000), Some(64 << 20))
+        );
+        let s = settings(&[("cql_prepared_cache", &["5000"])]).unwrap();
+        assert_eq!((s.prepared_cache, s.prepared_bytes), (Some(5000), None));
+        for (args, reason) in [
+            (&["5000", "64m"][..], "invalid parameter \"64m\""),
+            (
+                &["5000", "size=512k"],
+                "invalid size \"512k\": expected 1m to 1024m",
+            ),
+            (
+                &["5000", "size=2048m"],
+                "invalid size \"2048m\": expected 1m to 1024m",
+            ),
+            (
+                &["5000", "size=lots"],
+                "invalid size \"lots\": expected 1m to 1024m",
+            ),
+            (
+                &["0"],
+                "invalid number \"0\": expected 1 to 10000000 entries",
+            ),
+        ] {
+            assert_eq!(
+                settings(&[("cql_prepared_cache", args)]).err(),
+                Some(format!("\"cql_prepared_cache\" {reason}")),
+                "{args:?}"
+            );
+        }
+        assert_eq!(
+            settings(&[
+                ("cql_prepared_cache", &["10"]),
+                ("cql_prepared_cache", &["20"])
+            ])
+            .err(),
+            Some("\"cql_prepared_cache\" is duplicate".to_string())
+        );
+    }
+
+    #[test]
+    fn a_policy_may_be_switched_off_in_a_server() {
+        let mut server = settings(&[("cql_policy", &["off"])]).unwrap();
+        let parent = Settings {
+            policy: Some(policy()),
+            ..Settings::default()
+        };
+        server.inherit(&parent);
+        assert!(server.policy.as_ref().is_some_and(|p| p.value.is_none()));
+        assert_eq!(
+            settings(&[("cql_policy", &["a", "b"])]).err(),
+            Some("\"cql_policy\" takes a file or off".to_string())
+        );
+    }
 }

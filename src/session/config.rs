@@ -16,6 +16,15 @@ pub struct Limits {
     pub max_handshake_frame_size: u32,
     /// Largest AUTH_RESPONSE body the proxy reads a token from.
     pub max_auth_response_size: u32,
+    /// Failed logins a connection may make before it is closed (`cql_max_auth_attempts`).
+    pub max_auth_attempts: u32,
+    /// How long a client has from its first byte to a successful login (`cql_auth_timeout`),
+    /// in milliseconds; 0: no deadline.
+    pub auth_timeout_ms: u64,
+    /// Bytes the proxy may have queued toward either peer (its own answers, requests it
+    /// copied, requests waiting behind a keyspace change) before it stops reading the peer
+    /// that sends them (`cql_max_queued_size`).
+    pub max_queued: usize,
 }
 
 impl Default for Limits {
@@ -24,6 +33,9 @@ impl Default for Limits {
             max_frame_size: 16 * 1024 * 1024,
             max_handshake_frame_size: 64 * 1024,
             max_auth_response_size: 16 * 1024,
+            max_auth_attempts: 3,
+            auth_timeout_ms: 10_000,
+            max_queued: 256 * 1024,
         }
     }
 }
@@ -84,12 +96,17 @@ pub struct Config {
     pub policy: Option<Rc<Policy>>,
     /// What the audit log records, and how; `None`: no audit log.
     pub audit: Option<Rc<crate::audit::Settings>>,
+    /// Logins of identities no policy binding gives a role are accepted
+    /// (`cql_allow_unbound_identities on`); by default they are refused.
+    pub allow_unbound: bool,
 }
 
 /// Capacities of the worker-wide caches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacities {
     pub prepared: usize,
+    /// Bytes the prepared registry may hold (statement texts and classified statements).
+    pub prepared_bytes: usize,
     pub decisions: usize,
     pub tokens: usize,
 }
@@ -98,6 +115,7 @@ impl Default for Capacities {
     fn default() -> Self {
         Capacities {
             prepared: 10_000,
+            prepared_bytes: 32 * 1024 * 1024,
             decisions: 4096,
             tokens: 1024,
         }
@@ -115,7 +133,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(capacities: Capacities) -> Self {
         Shared {
-            prepared: PreparedRegistry::new(capacities.prepared),
+            prepared: PreparedRegistry::new(capacities.prepared, capacities.prepared_bytes),
             decisions: DecisionCache::new(capacities.decisions),
             tokens: TokenCache::new(capacities.tokens),
         }
