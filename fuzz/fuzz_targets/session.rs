@@ -1,7 +1,9 @@
 //! Fuzzes the gate: a session with token authentication and a policy, fed chunks from both
 //! peers. Half of the inputs start with a valid handshake (STARTUP, READY, a valid token), so
 //! the bytes that follow reach request authorization, prepared ids, re-framing and the
-//! audit records of requests and responses.
+//! audit records of requests and responses. A quarter of the inputs script a client and a
+//! model Cassandra instead ([`session_model`]): pipelined requests that reuse stream ids and
+//! change keyspaces, checked against the keyspace the server runs each request in.
 #![no_main]
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -17,6 +19,8 @@ use ngx_stream_cql_module::session::{
 
 #[path = "common.rs"]
 mod common;
+#[path = "session_model.rs"]
+mod session_model;
 
 const POLICY: &str = r#"
 [roles.reader]
@@ -27,27 +31,49 @@ groups = ["g"]
 "#;
 
 /// A session with an audit log (literals masked or not), so records are built and formatted
-/// for whatever the fuzzer makes of requests and responses.
-fn session(redact_literals: bool) -> Session {
-    let config = Config {
-        limits: Limits::default(),
-        auth: AuthMode::Token,
-        jwt: Some(common::validator()),
-        generation: 1,
-        upstream_login: None,
-        policy: Some(Rc::new(Policy::parse(POLICY).expect("policy"))),
-        audit: Some(Rc::new(audit::Settings {
-            redact_literals,
-            ..audit::Settings::default()
-        })),
+/// for whatever the fuzzer makes of requests and responses. The configurations are built
+/// once: a run costs the session, not loading keys and parsing the policy.
+fn session(redact_literals: bool, model: bool) -> Session {
+    thread_local! {
+        static CONFIGS: Vec<Rc<Config>> = (0..4)
+            .map(|i| {
+                let policy = if i & 2 != 0 { session_model::POLICY } else { POLICY };
+                Rc::new(Config {
+                    limits: Limits::default(),
+                    auth: AuthMode::Token,
+                    jwt: Some(common::validator()),
+                    generation: 1,
+                    upstream_login: None,
+                    policy: Some(Rc::new(Policy::parse(policy).expect("policy"))),
+                    audit: Some(Rc::new(audit::Settings {
+                        redact_literals: i & 1 != 0,
+                        ..audit::Settings::default()
+                    })),
+                    allow_unbound: false,
+                })
+            })
+            .collect();
+    }
+    let config = CONFIGS.with(|c| c[usize::from(redact_literals) | usize::from(model) << 1].clone());
+    let small = Capacities {
+        prepared: 64,
+        prepared_bytes: 1 << 20,
+        decisions: 64,
+        tokens: 16,
     };
-    let mut s = Session::new(
-        Rc::new(config),
-        Rc::new(RefCell::new(Shared::new(Capacities::default()))),
-        None,
-    );
+    let mut s = Session::new(config, Rc::new(RefCell::new(Shared::new(small))), None);
     s.open_audit(audit::Peer::default(), common::NOW * 1000, 0);
     s
+}
+
+/// The token of the handshake, minted once.
+fn token() -> String {
+    thread_local! {
+        static TOKEN: String = common::token(
+            &serde_json::json!({"sub": "fuzz", "exp": common::NOW + 60, "groups": ["g"]}),
+        );
+    }
+    TOKEN.with(Clone::clone)
 }
 
 fn feed(s: &mut Session, from: Direction, bytes: &[u8]) -> bool {
@@ -66,7 +92,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let version = if ctl & 1 == 0 { 4 } else { 5 };
-    let mut s = session(ctl & 4 != 0);
+    let model = ctl & 0x0A == 0x0A;
+    let mut s = session(ctl & 4 != 0, model);
     let mut segments = false;
     if ctl & 2 != 0 {
         let f = Framing::envelopes(version);
@@ -78,10 +105,16 @@ fuzz_target!(|data: &[u8]| {
         feed(&mut s, Direction::ServerToClient, &b);
         segments = version == 5;
         let f = if segments { Framing::v5_segments(false) } else { f };
-        let tok = common::token(&serde_json::json!({"sub": "fuzz", "exp": common::NOW + 60, "groups": ["g"]}));
+        let tok = token();
         b.clear();
         f.write_auth_response_plain(2, "fuzz", &tok, &mut b);
         feed(&mut s, Direction::ClientToServer, &b);
+        if model {
+            session_model::play(&mut s, version, rest, common::NOW);
+            s.close_audit();
+            s.drain_audit(|_| {});
+            return;
+        }
     }
     // Chunks: a control byte (direction, wrap as a frame, length) then the bytes.
     while let Some((&c, tail)) = rest.split_first() {

@@ -15,10 +15,10 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_buf_t, ngx_buf_tag_t, ngx_cached_time, ngx_chain_t, ngx_int_t,
-    ngx_pnalloc, ngx_pool_cleanup_add, ngx_stream_filter_pt, ngx_stream_get_indexed_variable,
-    ngx_stream_session_t, ngx_stream_top_filter, ngx_uint_t, NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO,
-    NGX_OK,
+    ngx_add_timer, ngx_buf_t, ngx_buf_tag_t, ngx_cached_time, ngx_chain_t, ngx_connection_t,
+    ngx_del_timer, ngx_event_t, ngx_int_t, ngx_msec_t, ngx_pool_cleanup_add, ngx_post_event,
+    ngx_posted_events, ngx_stream_filter_pt, ngx_stream_get_indexed_variable, ngx_stream_session_t,
+    ngx_stream_top_filter, ngx_uint_t, NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::ngx_log_error;
 
@@ -27,12 +27,7 @@ use super::config::SrvConf;
 use super::module::ctx_index;
 use crate::audit::Peer;
 use crate::identity::Identity;
-use crate::session::{Action, Direction, Session};
-
-/// `ngx_calloc_buf`: a zeroed buffer header from the pool (a C macro in NGINX).
-unsafe fn ngx_calloc_buf(pool: *mut ngx::ffi::ngx_pool_t) -> *mut ngx::ffi::ngx_buf_t {
-    ngx::ffi::ngx_pcalloc(pool, core::mem::size_of::<ngx::ffi::ngx_buf_t>()).cast()
-}
+use crate::session::{Action, Direction, Session, Violation};
 
 /// The filter below this one (NGINX's write filter, or another module's filter).
 static mut NEXT_FILTER: ngx_stream_filter_pt = None;
@@ -61,15 +56,22 @@ pub(super) unsafe fn srv_conf<'a>(s: *mut ngx_stream_session_t) -> Option<&'a Sr
 /// What the filter keeps per connection.
 pub(super) struct Ctx {
     pub session: Session,
-    /// A refusal was sent to the client: once it is flushed, the connection ends.
+    /// A refusal was queued for the client: once it is sent, the connection ends.
     closing: bool,
     /// Bytes of the proxy's own that NGINX is still sending, oldest first: toward the
     /// server, toward the client.
     inflight: [VecDeque<Inflight>; 2],
+    /// Buffers of NGINX's proxy not yet fed to the session, oldest first: from the client,
+    /// from the server. While a buffer waits here NGINX's proxy cannot reuse it, so it stops
+    /// reading that peer once its `proxy_buffer_size` is full: the back-pressure of a plain
+    /// `proxy_pass`.
+    held: [VecDeque<*mut ngx_buf_t>; 2],
     /// Emptied buffers, reused for the next output.
     spare: Vec<Vec<u8>>,
     /// Where the session's audit lines go.
     audit: Option<Rc<Sink>>,
+    /// `cql_auth_timeout`: the handshake deadline.
+    deadline: ngx_event_t,
 }
 
 /// A buffer handed to NGINX: the header and the bytes it points at live until sent.
@@ -81,6 +83,14 @@ struct Inflight {
 /// How many emptied buffers a connection keeps for reuse, and up to which size.
 const SPARE_BUFFERS: usize = 4;
 const SPARE_CAPACITY: usize = 64 * 1024;
+
+/// Index of a direction in [`Ctx::inflight`] and [`Ctx::held`] (the flow the bytes take).
+fn index(flow: Direction) -> usize {
+    match flow {
+        Direction::ClientToServer => 0,
+        Direction::ServerToClient => 1,
+    }
+}
 
 /// The state of a connection, if one was created.
 pub(super) unsafe fn ctx<'a>(s: *mut ngx_stream_session_t) -> Option<&'a mut Ctx> {
@@ -116,17 +126,32 @@ unsafe fn create_ctx<'a>(s: *mut ngx_stream_session_t, conf: &SrvConf) -> Option
         session,
         closing: false,
         inflight: [VecDeque::new(), VecDeque::new()],
+        held: [VecDeque::new(), VecDeque::new()],
         spare: Vec::new(),
         audit,
+        deadline: core::mem::zeroed(),
     }));
     (*cleanup).handler = Some(drop_ctx);
     (*cleanup).data = ctx.cast();
     *(*s).ctx.add(ctx_index()) = ctx.cast();
-    ctx.as_mut()
+    let ctx = ctx.as_mut()?;
+    if let Some(ms) = ctx.session.auth_deadline_ms() {
+        let ev = &mut ctx.deadline;
+        ev.data = s.cast();
+        ev.log = (*(*s).connection).log;
+        ev.handler = Some(auth_deadline);
+        // A graceful shutdown does not wait for it.
+        ev.set_cancelable(1);
+        ngx_add_timer(ev, ms as ngx_msec_t);
+    }
+    Some(ctx)
 }
 
 unsafe extern "C" fn drop_ctx(data: *mut core::ffi::c_void) {
     let mut ctx = Box::from_raw(data as *mut Ctx);
+    if ctx.deadline.timer_set() != 0 {
+        ngx_del_timer(&mut ctx.deadline);
+    }
     if ctx.session.audits() {
         let (unix_ms, monotonic_us) = clock();
         ctx.session.tick(unix_ms, monotonic_us);
@@ -136,6 +161,29 @@ unsafe extern "C" fn drop_ctx(data: *mut core::ffi::c_void) {
         if !cycle.is_null() {
             ctx.write_audit((*cycle).log);
         }
+    }
+}
+
+/// `cql_auth_timeout` expired: a client that has not logged in is disconnected the way
+/// NGINX's proxy ends a connection that timed out, after a line saying why.
+unsafe extern "C" fn auth_deadline(ev: *mut ngx_event_t) {
+    let s = (*ev).data as *mut ngx_stream_session_t;
+    let Some(ctx) = ctx(s) else {
+        return;
+    };
+    let (unix_ms, monotonic_us) = clock();
+    ctx.session.tick(unix_ms, monotonic_us);
+    let Some(violation) = ctx.session.auth_timed_out() else {
+        return;
+    };
+    log(s, NGX_LOG_ERR, &violation);
+    ctx.write_audit((*(*s).connection).log);
+    ctx.closing = true;
+    let read = (*(*s).connection).read;
+    if let Some(handler) = (*read).handler {
+        (*read).set_timedout(1);
+        // Finalizes the session: `ctx` is gone after this call.
+        handler(read);
     }
 }
 
@@ -229,9 +277,15 @@ unsafe extern "C" fn cql_filter(
     let rc = filter(s, chain, from_upstream);
     if let Some(ctx) = ctx(s) {
         ctx.write_audit((*(*s).connection).log);
+        if ctx.deadline.timer_set() != 0 && ctx.session.is_authenticated() {
+            ngx_del_timer(&mut ctx.deadline);
+        }
     }
     rc
 }
+
+const OK: ngx_int_t = NGX_OK as ngx_int_t;
+const ERROR: ngx_int_t = NGX_ERROR as ngx_int_t;
 
 unsafe fn filter(
     s: *mut ngx_stream_session_t,
@@ -246,16 +300,12 @@ unsafe fn filter(
         Some(ctx) => ctx,
         None => match create_ctx(s, conf) {
             Some(ctx) => ctx,
-            None => return NGX_ERROR as ngx_int_t,
+            None => return ERROR,
         },
     };
     ctx.reclaim();
     if ctx.closing {
-        return flush_then_close(s, chain);
-    }
-    if chain.is_null() {
-        // NGINX asks only for what is pending to be flushed.
-        return next(s, chain, from_upstream);
+        return ctx.finish(s, chain, from_upstream);
     }
     let direction = if from_upstream != 0 {
         Direction::ServerToClient
@@ -267,9 +317,28 @@ unsafe fn filter(
         let (unix_ms, monotonic_us) = clock();
         ctx.session.tick(unix_ms, monotonic_us);
     }
+    if chain.is_null() {
+        // NGINX asks only for what is pending to be flushed; the writer refuses an empty
+        // call, so it is asked only when it holds something.
+        let dst = destination(s, direction);
+        if !dst.is_null() && (*dst).buffered() != 0 && next(s, null_mut(), from_upstream) == ERROR {
+            return ERROR;
+        }
+        ctx.reclaim();
+        return ctx.resume(s, now);
+    }
+    // Bytes held back earlier go first, if there is room for them now.
+    if ctx.resume(s, now) == ERROR {
+        return ERROR;
+    }
+    if ctx.closing {
+        return ctx.finish(s, chain, from_upstream);
+    }
 
     // Links whose bytes go on as they came are forwarded in runs; a link the session
-    // replaced is marked sent and its replacement goes in its place.
+    // replaced is marked sent and its replacement goes in its place; a link that finds the
+    // queue full waits in `held`, and so does every data link after it.
+    let queue = index(direction);
     let mut run = chain;
     let mut prev: *mut ngx_chain_t = null_mut();
     let mut cl = chain;
@@ -280,42 +349,36 @@ unsafe fn filter(
                 return close(s, &"cannot inspect a file buffer");
             }
             if !buf.pos.is_null() && buf.pos < buf.last {
+                if !ctx.held[queue].is_empty() || ctx.full(direction) {
+                    if forward_run(s, run, prev, cl, from_upstream) == ERROR {
+                        return ERROR;
+                    }
+                    ctx.hold(queue, cl);
+                    return OK;
+                }
                 let len = buf.last.offset_from(buf.pos) as usize;
                 let bytes = core::slice::from_raw_parts(buf.pos, len);
                 match ctx.session.feed(direction, bytes, now) {
                     Action::Forward => {}
                     Action::Replace => {
-                        if run != cl
-                            && forward_run(s, run, prev, cl, from_upstream)
-                                == NGX_ERROR as ngx_int_t
-                        {
-                            return NGX_ERROR as ngx_int_t;
+                        if forward_run(s, run, prev, cl, from_upstream) == ERROR {
+                            return ERROR;
                         }
                         buf.pos = buf.last;
                         run = link.next;
                     }
                     Action::Close(violation) => return close(s, &violation),
-                    Action::Refuse { reply, violation } => {
-                        let level = if violation.is_version_probe() {
-                            NGX_LOG_INFO
-                        } else {
-                            NGX_LOG_ERR
-                        };
-                        log(s, level, &violation);
-                        ctx.closing = true;
-                        if send_to_client(s, &reply) != NGX_OK as ngx_int_t {
-                            return NGX_ERROR as ngx_int_t;
+                    Action::Refuse(violation) => {
+                        // What went before the refusal goes on; the rest is the closing's.
+                        if forward_run(s, run, prev, cl, from_upstream) == ERROR {
+                            return ERROR;
                         }
-                        return flush_then_close(s, chain);
+                        buf.pos = buf.last;
+                        return ctx.refuse(s, &violation, link.next, from_upstream);
                     }
                 }
-                // Replacements and the proxy's own messages, in both directions.
-                for flow in [Direction::ClientToServer, Direction::ServerToClient] {
-                    if ctx.session.has_output(flow)
-                        && ctx.send_output(s, flow) == NGX_ERROR as ngx_int_t
-                    {
-                        return NGX_ERROR as ngx_int_t;
-                    }
+                if ctx.send_outputs(s) == ERROR {
+                    return ERROR;
                 }
             }
         }
@@ -324,9 +387,24 @@ unsafe fn filter(
     }
 
     if run.is_null() {
-        return NGX_OK as ngx_int_t;
+        return OK;
     }
     next(s, run, from_upstream)
+}
+
+/// The connection that `flow` writes to.
+unsafe fn destination(s: *mut ngx_stream_session_t, flow: Direction) -> *mut ngx_connection_t {
+    match flow {
+        Direction::ServerToClient => (*s).connection,
+        Direction::ClientToServer => {
+            let u = (*s).upstream;
+            if u.is_null() {
+                null_mut()
+            } else {
+                (*u).peer.connection
+            }
+        }
+    }
 }
 
 /// Forwards the links from `run` up to (not including) `stop`, `last` being the one before
@@ -339,8 +417,8 @@ unsafe fn forward_run(
     stop: *mut ngx_chain_t,
     from_upstream: ngx_uint_t,
 ) -> ngx_int_t {
-    if last.is_null() {
-        return NGX_OK as ngx_int_t;
+    if last.is_null() || run == stop {
+        return OK;
     }
     (*last).next = null_mut();
     let rc = next(s, run, from_upstream);
@@ -374,6 +452,104 @@ impl Ctx {
         }
     }
 
+    /// Bytes of the proxy's own handed to NGINX toward `flow`'s peer and not yet sent.
+    fn unsent(&self, flow: Direction) -> usize {
+        self.inflight[index(flow)]
+            .iter()
+            .map(|f| unsafe { f.buf.last.offset_from(f.buf.pos) }.max(0) as usize)
+            .sum()
+    }
+
+    /// Whether the bytes of `from`'s peer must wait: what the proxy queued is at
+    /// `cql_max_queued_size`. A client's bytes wait for the queues toward both peers (its
+    /// requests and the proxy's answers to it); the server's only for the queue toward the
+    /// client, so that its answers, which drain the rest, always come in.
+    fn full(&self, from: Direction) -> bool {
+        let max = self.session.max_queued();
+        let toward_client = self
+            .unsent(Direction::ServerToClient)
+            .saturating_add(self.session.queued_toward(Direction::ServerToClient));
+        match from {
+            Direction::ServerToClient => toward_client >= max,
+            Direction::ClientToServer => {
+                toward_client
+                    .saturating_add(self.unsent(Direction::ClientToServer))
+                    .saturating_add(self.session.queued_toward(Direction::ClientToServer))
+                    >= max
+            }
+        }
+    }
+
+    /// Keeps the data links from `cl` on for later, in `queue`: NGINX's proxy keeps their
+    /// buffers busy until they are marked sent, so it reads no more than its buffer holds.
+    unsafe fn hold(&mut self, queue: usize, mut cl: *mut ngx_chain_t) {
+        while let Some(link) = cl.as_ref() {
+            if let Some(buf) = link.buf.as_ref() {
+                if !buf.pos.is_null() && buf.pos < buf.last {
+                    self.held[queue].push_back(link.buf);
+                }
+            }
+            cl = link.next;
+        }
+    }
+
+    /// Feeds the held buffers while there is room, in order, and tells NGINX's proxy to
+    /// read on from the peer whose buffers were taken.
+    unsafe fn resume(&mut self, s: *mut ngx_stream_session_t, now: u64) -> ngx_int_t {
+        for direction in [Direction::ClientToServer, Direction::ServerToClient] {
+            let queue = index(direction);
+            let mut resumed = false;
+            while let Some(&buf) = self.held[queue].front() {
+                if self.full(direction) {
+                    break;
+                }
+                self.held[queue].pop_front();
+                resumed = true;
+                let up = ngx_uint_t::from(direction == Direction::ServerToClient);
+                let len = (*buf).last.offset_from((*buf).pos).max(0) as usize;
+                let bytes = core::slice::from_raw_parts((*buf).pos, len);
+                match self.session.feed(direction, bytes, now) {
+                    Action::Forward => {
+                        let mut link = ngx_chain_t {
+                            buf,
+                            next: null_mut(),
+                        };
+                        if next(s, &mut link, up) == ERROR {
+                            return ERROR;
+                        }
+                    }
+                    Action::Replace => (*buf).pos = (*buf).last,
+                    Action::Close(violation) => return close(s, &violation),
+                    Action::Refuse(violation) => {
+                        (*buf).pos = (*buf).last;
+                        return self.refuse(s, &violation, null_mut(), up);
+                    }
+                }
+                if self.send_outputs(s) == ERROR {
+                    return ERROR;
+                }
+            }
+            if resumed {
+                // The proxy reads that peer again when it next writes to the other.
+                let dst = destination(s, direction);
+                if !dst.is_null() {
+                    ngx_post_event((*dst).write, addr_of_mut!(ngx_posted_events));
+                }
+            }
+        }
+        OK
+    }
+
+    /// Hands the session's output in both directions to NGINX.
+    unsafe fn send_outputs(&mut self, s: *mut ngx_stream_session_t) -> ngx_int_t {
+        for flow in [Direction::ClientToServer, Direction::ServerToClient] {
+            if self.session.has_output(flow) && self.send_output(s, flow) == ERROR {
+                return ERROR;
+            }
+        }
+        OK
+    }
+
     /// Hands the session's output toward one peer to NGINX; the bytes stay alive here
     /// until they are sent.
     unsafe fn send_output(&mut self, s: *mut ngx_stream_session_t, flow: Direction) -> ngx_int_t {
@@ -381,7 +557,7 @@ impl Ctx {
         let mut data = self.session.take_output(flow, spare);
         if data.is_empty() {
             self.spare.push(data);
-            return NGX_OK as ngx_int_t;
+            return OK;
         }
         let mut buf: Box<ngx_buf_t> = Box::new(core::mem::zeroed());
         let start = data.as_mut_ptr();
@@ -396,42 +572,91 @@ impl Ctx {
             buf: &mut *buf,
             next: null_mut(),
         };
-        let (queue, up) = match flow {
-            Direction::ClientToServer => (0, 0),
-            Direction::ServerToClient => (1, 1),
-        };
-        self.inflight[queue].push_back(Inflight { buf, data });
+        let up = ngx_uint_t::from(flow == Direction::ServerToClient);
+        self.inflight[index(flow)].push_back(Inflight { buf, data });
         let rc = next(s, &mut link, up);
         self.reclaim();
         rc
+    }
+
+    /// The session refused the client: the reason goes to the error log, the refusal (with
+    /// what the client was owed before it) on its way, and the connection ends once it is
+    /// sent. `rest` is the part of the chain not fed yet.
+    unsafe fn refuse(
+        &mut self,
+        s: *mut ngx_stream_session_t,
+        violation: &Violation,
+        rest: *mut ngx_chain_t,
+        from_upstream: ngx_uint_t,
+    ) -> ngx_int_t {
+        let level = if violation.is_version_probe() {
+            NGX_LOG_INFO
+        } else {
+            NGX_LOG_ERR
+        };
+        log(s, level, violation);
+        self.closing = true;
+        if self.send_output(s, Direction::ServerToClient) == ERROR {
+            return ERROR;
+        }
+        self.finish(s, rest, from_upstream)
+    }
+
+    /// While a refusal is on its way to the client: nothing more is forwarded but the end of
+    /// the server's response in progress, and the connection ends as soon as the client has
+    /// been sent everything.
+    unsafe fn finish(
+        &mut self,
+        s: *mut ngx_stream_session_t,
+        chain: *mut ngx_chain_t,
+        from_upstream: ngx_uint_t,
+    ) -> ngx_int_t {
+        if from_upstream != 0 && !self.session.is_drained() {
+            let mut cl = chain;
+            while let Some(link) = cl.as_ref() {
+                if let Some(buf) = link.buf.as_mut() {
+                    if !buf.pos.is_null() && buf.pos < buf.last && buf.in_file() == 0 {
+                        let len = buf.last.offset_from(buf.pos) as usize;
+                        let bytes = core::slice::from_raw_parts(buf.pos, len);
+                        let _ = self.session.feed(Direction::ServerToClient, bytes, now());
+                        buf.pos = buf.last;
+                    }
+                }
+                cl = link.next;
+            }
+            if self.send_output(s, Direction::ServerToClient) == ERROR {
+                return ERROR;
+            }
+        }
+        consume(chain);
+        for queue in &mut self.held {
+            for buf in queue.drain(..) {
+                (*buf).pos = (*buf).last;
+            }
+        }
+        let client = (*s).connection;
+        // Only ask the writer to flush when it holds something: an empty call is an error to it.
+        if (*client).buffered() != 0 && next(s, null_mut(), 1) == ERROR {
+            return ERROR;
+        }
+        if (*client).buffered() != 0 || !self.session.is_drained() {
+            // Still sending, or waiting for the server's frame to end; NGINX calls the
+            // filter again when the client can take more or the server sends more.
+            return OK;
+        }
+        ERROR
     }
 }
 
 /// Ends the connection with an error-log line saying why.
 unsafe fn close(s: *mut ngx_stream_session_t, why: &dyn core::fmt::Display) -> ngx_int_t {
     log(s, NGX_LOG_ERR, why);
-    NGX_ERROR as ngx_int_t
+    ERROR
 }
 
 unsafe fn log(s: *mut ngx_stream_session_t, level: u32, why: &dyn core::fmt::Display) {
     let log = (*(*s).connection).log;
     ngx_log_error!(level, log, "cql: closing connection: {}", why);
-}
-
-/// While a refusal is on its way to the client: nothing more is forwarded, and the
-/// connection ends as soon as the client has been sent everything.
-unsafe fn flush_then_close(s: *mut ngx_stream_session_t, chain: *mut ngx_chain_t) -> ngx_int_t {
-    consume(chain);
-    let client = (*s).connection;
-    // Only ask the writer to flush when it holds something: an empty call is an error to it.
-    if (*client).buffered() != 0 && next(s, null_mut(), 1) == NGX_ERROR as ngx_int_t {
-        return NGX_ERROR as ngx_int_t;
-    }
-    if (*client).buffered() != 0 {
-        // Still sending; NGINX calls the filter again when the client can take more.
-        return NGX_OK as ngx_int_t;
-    }
-    NGX_ERROR as ngx_int_t
 }
 
 /// Marks every buffer of a chain as handled, so NGINX can reuse its memory.
@@ -441,30 +666,5 @@ unsafe fn consume(mut chain: *mut ngx_chain_t) {
             buf.pos = buf.last;
         }
         chain = link.next;
-    }
-}
-
-/// Queues bytes of the proxy's own toward the client, copied into the connection's pool.
-unsafe fn send_to_client(s: *mut ngx_stream_session_t, bytes: &[u8]) -> ngx_int_t {
-    let pool = (*(*s).connection).pool;
-    let link = ngx_alloc_chain_link(pool);
-    let buf = ngx_calloc_buf(pool);
-    let data = ngx_pnalloc(pool, bytes.len()) as *mut u8;
-    if link.is_null() || buf.is_null() || data.is_null() {
-        return NGX_ERROR as ngx_int_t;
-    }
-    core::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
-    (*buf).start = data;
-    (*buf).pos = data;
-    (*buf).last = data.add(bytes.len());
-    (*buf).end = (*buf).last;
-    (*buf).set_temporary(1);
-    (*buf).set_flush(1);
-    (*buf).tag = addr_of!(super::module::ngx_stream_cql_module) as ngx_buf_tag_t;
-    (*link).buf = buf;
-    (*link).next = null_mut();
-    match next(s, link, 1) {
-        rc if rc == NGX_ERROR as ngx_int_t => rc,
-        _ => NGX_OK as ngx_int_t,
     }
 }

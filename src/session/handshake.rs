@@ -166,6 +166,9 @@ impl Session {
     fn upstream_ready(&mut self, stream: i16) -> Result<bool, Action> {
         match self.path() {
             Path::Certificate(identity) => {
+                if let Some(reason) = self.unbound(&identity) {
+                    return Err(self.refuse_unbound(stream, &reason));
+                }
                 self.set_identity(identity);
                 self.authenticated();
                 self.client_started();
@@ -193,6 +196,9 @@ impl Session {
         }
         match self.path() {
             Path::Certificate(identity) => {
+                if let Some(reason) = self.unbound(&identity) {
+                    return Err(self.refuse_unbound(stream, &reason));
+                }
                 self.set_identity(identity);
                 self.login_upstream(stream, true);
                 Ok(false)
@@ -256,16 +262,11 @@ impl Session {
             .and_then(|t| SaslPlain::parse(t).ok())
             .map(|plain| plain.password);
         let Some(token) = token else {
-            self.audit_login(Err("not SASL PLAIN credentials"));
-            self.answer_client(|f, out| {
-                f.write_error(
-                    stream,
-                    codes::AUTHENTICATION_ERROR,
-                    "Authentication failed: expected SASL PLAIN credentials with the token as password",
-                    out,
-                )
-            });
-            return Ok(false);
+            return self.login_failed(
+                stream,
+                "not SASL PLAIN credentials",
+                "Authentication failed: expected SASL PLAIN credentials with the token as password",
+            );
         };
         let outcome = match &self.config.jwt {
             Some(validator) => self.shared.borrow_mut().tokens.validate(
@@ -275,20 +276,19 @@ impl Session {
                 now,
             ),
             None => {
-                self.audit_login(Err("this server accepts no tokens"));
-                self.answer_client(|f, out| {
-                    f.write_error(
-                        stream,
-                        codes::AUTHENTICATION_ERROR,
-                        "Authentication failed: this server accepts no tokens",
-                        out,
-                    )
-                });
-                return Ok(false);
+                return self.login_failed(
+                    stream,
+                    "this server accepts no tokens",
+                    "Authentication failed: this server accepts no tokens",
+                );
             }
         };
         match outcome {
             Ok(identity) => {
+                if let Some(reason) = self.unbound(&identity) {
+                    let message = format!("Authentication failed: {reason}");
+                    return self.login_failed(stream, &reason, &message);
+                }
                 self.set_identity(identity);
                 if login_upstream {
                     self.login_upstream(stream, false);
@@ -298,14 +298,54 @@ impl Session {
                 }
             }
             Err(error) => {
-                self.audit_login(Err(&error.to_string()));
-                let message = format!("Authentication failed: {error}");
-                self.answer_client(|f, out| {
-                    f.write_error(stream, codes::AUTHENTICATION_ERROR, &message, out)
-                });
+                let reason = error.to_string();
+                let message = format!("Authentication failed: {reason}");
+                return self.login_failed(stream, &reason, &message);
             }
         }
         Ok(false)
+    }
+
+    /// A refused login: the client is told why; after `cql_max_auth_attempts` refusals the
+    /// connection ends.
+    fn login_failed(&mut self, stream: i16, reason: &str, message: &str) -> Result<bool, Action> {
+        self.audit_login(Err(reason));
+        self.answer_client(|f, out| {
+            f.write_error(stream, codes::AUTHENTICATION_ERROR, message, out)
+        });
+        self.failed_logins = self.failed_logins.saturating_add(1);
+        if self.failed_logins >= self.config.limits.max_auth_attempts {
+            return Err(self.end_after_answer(Fault::TooManyLogins {
+                attempts: self.failed_logins,
+            }));
+        }
+        Ok(false)
+    }
+
+    /// Why an identity may not log in although it proved who it is: a policy that gives it
+    /// no role, unless `cql_allow_unbound_identities` lets such identities in.
+    fn unbound(&self, identity: &Identity) -> Option<String> {
+        let policy = self.config.policy.as_ref()?;
+        if self.config.allow_unbound || !policy.roles_for(identity).is_empty() {
+            return None;
+        }
+        Some(format!(
+            "no role is bound to principal {}",
+            identity.principal
+        ))
+    }
+
+    /// A certificate identity the policy gives no role: refused, and the connection ends
+    /// (the client has nothing else to offer).
+    fn refuse_unbound(&mut self, stream: i16, reason: &str) -> Action {
+        self.audit_login(Err(reason));
+        let message = format!("Authentication failed: {reason}");
+        self.refuse_message(
+            stream,
+            codes::AUTHENTICATION_ERROR,
+            &message,
+            Fault::Unbound,
+        )
     }
 
     fn set_identity(&mut self, identity: Identity) {

@@ -24,12 +24,21 @@
 //!   the proxy's own waits until the server's stream toward the client is between frames
 //!   (between segments in v5), so it never lands inside a response.
 //!
+//! # Order and back-pressure
+//!
+//! A stream id names one request at a time, and a keyspace change is a barrier that the
+//! requests behind it wait for ([`pipeline`]), so the keyspace a request is decided against
+//! is the one Cassandra runs it in. What the session holds and queues is reported by
+//! [`Session::queued`]: the I/O layer stops feeding a peer's bytes while that is above
+//! `cql_max_queued_size`, as NGINX stops reading a peer whose bytes it cannot send on.
+//!
 //! What goes out is taken with [`Session::take_output`] after every call.
 
 mod audit;
 mod config;
 mod counters;
 mod handshake;
+mod pipeline;
 mod prepared;
 mod requests;
 mod unit;
@@ -50,6 +59,7 @@ use crate::policy::RoleSet;
 
 use audit::{AuditLog, Clock};
 use handshake::AuthState;
+use pipeline::{Keep, Queue, Streams};
 use unit::Unit;
 
 /// What the filter must do with the bytes it just fed.
@@ -61,13 +71,13 @@ pub enum Action {
     /// They were taken in: what goes on toward the peer instead (possibly nothing yet) is in
     /// [`Session::take_output`].
     Replace,
-    /// Drop them, send `reply` to the client, then end the connection: the answer to a
-    /// protocol version the proxy does not speak, so that drivers step down, or to a
-    /// message the connection's state does not allow.
-    Refuse {
-        reply: Vec<u8>,
-        violation: Violation,
-    },
+    /// Drop them and end the connection once the client has been sent what the session
+    /// queued for it ([`Session::take_output`]), which ends with the refusal: the answer to
+    /// a protocol version the proxy does not speak, so that drivers step down, or to a
+    /// message the connection's state does not allow. A refusal waits for the server's
+    /// response in progress to end ([`Session::is_drained`]); until then the session still
+    /// takes the server's bytes.
+    Refuse(Violation),
     /// End the connection; the reason goes to the error log.
     Close(Violation),
 }
@@ -93,6 +103,16 @@ pub enum Fault {
     Upstream(&'static str),
     /// The client does not present what `cql_auth` requires.
     Identity(&'static str),
+    /// A request on a stream id whose earlier request has not been answered.
+    StreamInFlight { opcode: Opcode, stream: i16 },
+    /// A request on a negative stream id (reserved for the server's events).
+    NegativeStream { opcode: Opcode, stream: i16 },
+    /// The client failed to log in `cql_max_auth_attempts` times.
+    TooManyLogins { attempts: u32 },
+    /// The client did not log in within `cql_auth_timeout`.
+    AuthTimeout { ms: u64 },
+    /// An identity the policy gives no role, refused at login.
+    Unbound,
 }
 
 impl Violation {
@@ -136,6 +156,25 @@ impl fmt::Display for Violation {
                 "{peer} sent an AUTH_RESPONSE of {length} bytes, above the limit of {max}"
             ),
             Fault::Upstream(what) | Fault::Identity(what) => write!(f, "{what}"),
+            Fault::StreamInFlight { opcode, stream } => write!(
+                f,
+                "{peer} sent {} on stream {stream}, which already has a request in flight",
+                opcode.name()
+            ),
+            Fault::NegativeStream { opcode, stream } => write!(
+                f,
+                "{peer} sent {} on stream {stream}; negative stream ids are the server's",
+                opcode.name()
+            ),
+            Fault::TooManyLogins { attempts } => write!(
+                f,
+                "{peer} failed to log in {attempts} times (cql_max_auth_attempts)"
+            ),
+            Fault::AuthTimeout { ms } => write!(
+                f,
+                "{peer} did not authenticate within {ms} ms (cql_auth_timeout)"
+            ),
+            Fault::Unbound => write!(f, "{peer} identity has no role in the policy"),
         }
     }
 }
@@ -144,7 +183,8 @@ impl fmt::Display for Violation {
 enum Pending {
     /// A PREPARE: its RESULT Prepared names the id of this statement.
     Prepare(Rc<Prepared>),
-    /// A USE: its RESULT Set_keyspace changes the connection's keyspace.
+    /// A keyspace change (QUERY USE, or EXECUTE of a prepared USE): its RESULT Set_keyspace
+    /// changes the connection's keyspace.
     Use,
 }
 
@@ -171,6 +211,18 @@ pub struct Session {
     /// The keyspace of the connection, from the last RESULT Set_keyspace.
     keyspace: Option<String>,
     pending: Vec<(i16, Pending)>,
+    /// Streams with a request at the server, once authenticated.
+    streams: Streams,
+    /// Streams of the client messages in `parked`.
+    parked_streams: Streams,
+    /// The stream of the keyspace change Cassandra has not answered yet.
+    keyspace_change: Option<i16>,
+    /// Client messages waiting behind that keyspace change.
+    parked: Queue,
+    /// A refusal was queued: the connection ends once it reached the client.
+    closing: bool,
+    /// Failed logins on this connection.
+    failed_logins: u32,
 
     /// Bytes toward the server, replacing client bytes, and the proxy's own requests.
     to_server: Vec<u8>,
@@ -201,6 +253,7 @@ impl Session {
         };
         let nothing = Capacities {
             prepared: 0,
+            prepared_bytes: 0,
             decisions: 0,
             tokens: 0,
         };
@@ -240,6 +293,12 @@ impl Session {
             roles: None,
             keyspace: None,
             pending: Vec::new(),
+            streams: Streams::default(),
+            parked_streams: Streams::default(),
+            keyspace_change: None,
+            parked: Queue::default(),
+            closing: false,
+            failed_logins: 0,
             to_server: Vec::new(),
             to_client: Vec::new(),
             deferred: Vec::new(),
@@ -314,9 +373,20 @@ impl Session {
     /// Reads bytes that arrived from one peer and says what to do with them. `now` is the
     /// current Unix time in seconds (token expiry).
     pub fn feed(&mut self, from: Direction, input: &[u8], now: u64) -> Action {
-        let action = self.feed_bytes(from, input, now);
+        let mut action = self.feed_bytes(from, input, now);
+        if matches!(action, Action::Forward | Action::Replace) && !self.parked.is_empty() {
+            if from == Direction::ServerToClient && action == Action::Forward {
+                // Answers to what is released go after these bytes, not before them.
+                self.to_client.extend_from_slice(input);
+                action = Action::Replace;
+            }
+            // An answer came in, or a segment was verified: what waited may go on.
+            if let Err(refusal) = self.release_parked(now) {
+                action = refusal;
+            }
+        }
         if self.audit.is_some() {
-            if let Action::Refuse { violation, .. } | Action::Close(violation) = &action {
+            if let Action::Refuse(violation) | Action::Close(violation) = &action {
                 // Drivers probe versions at every connect: that is not worth a record.
                 if !violation.is_version_probe() {
                     self.audit_violation(violation.to_string());
@@ -326,7 +396,69 @@ impl Session {
         action
     }
 
+    /// The handshake deadline (`cql_auth_timeout`) passed: if the client has not logged in
+    /// yet, the connection ends for this violation (audited); `None` if it has.
+    pub fn auth_timed_out(&mut self) -> Option<Violation> {
+        if matches!(self.auth, AuthState::PassThrough | AuthState::Authenticated) {
+            return None;
+        }
+        let violation = Violation {
+            from: Direction::ClientToServer,
+            fault: Fault::AuthTimeout {
+                ms: self.config.limits.auth_timeout_ms,
+            },
+        };
+        self.audit_violation(violation.to_string());
+        self.closing = true;
+        Some(violation)
+    }
+
+    /// How long the client has to log in, in milliseconds, if the proxy authenticates and
+    /// a deadline is configured.
+    pub fn auth_deadline_ms(&self) -> Option<u64> {
+        let ms = self.config.limits.auth_timeout_ms;
+        (self.auth != AuthState::PassThrough && ms > 0).then_some(ms)
+    }
+
+    /// Whether the client has logged in (or the proxy does not authenticate).
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self.auth, AuthState::PassThrough | AuthState::Authenticated)
+    }
+
+    /// Bytes the session holds or has queued toward `flow`'s peer: toward the server, client
+    /// messages waiting behind a keyspace change and output not yet taken; toward the
+    /// client, the proxy's answers waiting for a frame boundary and output not yet taken.
+    /// The I/O layer adds what it has handed to NGINX and not yet sent, and stops feeding a
+    /// peer while that is at [`Session::max_queued`].
+    pub fn queued_toward(&self, flow: Direction) -> usize {
+        match flow {
+            Direction::ClientToServer => self.parked.bytes().saturating_add(self.to_server.len()),
+            Direction::ServerToClient => self.deferred.len().saturating_add(self.to_client.len()),
+        }
+    }
+
+    /// `cql_max_queued_size`.
+    pub fn max_queued(&self) -> usize {
+        self.config.limits.max_queued
+    }
+
+    /// After [`Action::Refuse`]: whether the refusal has left the session (it may wait for
+    /// the end of the server's response in progress).
+    pub fn is_drained(&self) -> bool {
+        self.deferred.is_empty()
+    }
+
     fn feed_bytes(&mut self, from: Direction, input: &[u8], now: u64) -> Action {
+        if self.closing {
+            // Refused: nothing more goes on, but the server's response in progress ends
+            // before the refusal that waits for it.
+            return match from {
+                Direction::ServerToClient if !self.deferred.is_empty() => {
+                    self.feed_interleaving(input)
+                }
+                _ => Action::Replace,
+            };
+        }
         if self.auth == AuthState::PassThrough {
             return self.feed_watching(from, input);
         }
@@ -373,6 +505,9 @@ impl Session {
         loop {
             if self.server.at_boundary() && !self.deferred.is_empty() {
                 self.to_client.append(&mut self.deferred);
+            }
+            if self.closing && self.deferred.is_empty() {
+                return Action::Replace;
             }
             let (used, step) = match self.server.next(input) {
                 Ok((used, event)) => (used, Step::of(event, &mut self.scratch)),
@@ -423,19 +558,32 @@ impl Session {
                     self.counters.of_mut(from).count(header.opcode);
                     let body = core::mem::take(&mut self.scratch);
                     let kept = match from {
-                        Direction::ClientToServer => self.on_request(&header, &body, now),
-                        Direction::ServerToClient => self.on_held_response(&header, &body),
+                        Direction::ClientToServer => self.on_client_frame(&header, &body, now),
+                        Direction::ServerToClient => self
+                            .on_held_response(&header, &body)
+                            .map(|keep| if keep { Keep::Forward } else { Keep::Drop }),
                     };
                     let in_segments = self.reader(from).in_segments();
-                    let (unit, out) = self.unit_and_output(from);
                     match kept {
-                        Ok(keep) => unit.frame_done(&header, &body, keep, in_segments, out),
+                        Ok(Keep::Forward) => {
+                            let (unit, out) = self.unit_and_output(from);
+                            unit.frame_done(&header, &body, true, in_segments, out);
+                            self.scratch = body;
+                        }
+                        Ok(Keep::Drop) => {
+                            let (unit, out) = self.unit_and_output(from);
+                            unit.frame_done(&header, &body, false, in_segments, out);
+                            self.scratch = body;
+                        }
+                        Ok(Keep::Park { decided }) => self.park(header, body, decided),
                         Err(refusal) => {
                             self.scratch = body;
                             return refusal;
                         }
                     }
-                    self.scratch = body;
+                    if self.closing {
+                        return Action::Replace;
+                    }
                     self.after_frame(from, &header);
                 }
                 Step::Segment => {
@@ -444,6 +592,9 @@ impl Session {
                         let lz4 = self.compression == Compression::Lz4;
                         let (unit, out) = self.unit_and_output(from);
                         unit.run_done(lz4, out);
+                        if from == Direction::ClientToServer {
+                            self.parked.seal();
+                        }
                     }
                 }
             }
@@ -472,31 +623,35 @@ impl Session {
 
     /// A client's first frame in a version the proxy does not speak is answered as
     /// Cassandra does: ERROR 0x000A on stream 0 naming the supported versions.
-    fn refuse(&self, violation: Violation) -> Action {
+    fn refuse(&mut self, violation: Violation) -> Action {
         match violation.fault {
             Fault::Codec(CodecError::UnsupportedVersion { version })
                 if violation.from == Direction::ClientToServer && self.version.is_none() =>
             {
-                let mut reply = Vec::new();
-                encode::write_unsupported_version(version, &mut reply);
-                Action::Refuse { reply, violation }
+                encode::write_unsupported_version(version, &mut self.to_client);
+                self.closing = true;
+                Action::Refuse(violation)
             }
             _ => Action::Close(violation),
         }
     }
 
-    /// Refuses a client message with a protocol error on its stream, then ends the connection.
+    /// Refuses a client message with an error on its stream, then ends the connection. The
+    /// error waits, like every answer of the proxy's own, for the server's stream toward the
+    /// client to be between frames.
     fn refuse_message(&mut self, stream: i16, code: i32, message: &str, fault: Fault) -> Action {
-        let mut reply = core::mem::take(&mut self.to_client);
-        self.client_framing()
-            .write_error(stream, code, message, &mut reply);
-        Action::Refuse {
-            reply,
-            violation: Violation {
-                from: Direction::ClientToServer,
-                fault,
-            },
-        }
+        self.answer_client(|f, out| f.write_error(stream, code, message, out));
+        self.end_after_answer(fault)
+    }
+
+    /// Ends the connection once what is queued for the client (an answer that says why)
+    /// has reached it.
+    fn end_after_answer(&mut self, fault: Fault) -> Action {
+        self.closing = true;
+        Action::Refuse(Violation {
+            from: Direction::ClientToServer,
+            fault,
+        })
     }
 
     /// Checks a header before its body is read: what the handshake allows, and the cap on
@@ -516,6 +671,38 @@ impl Session {
                     state,
                 },
             ));
+        }
+        if self.auth == AuthState::Authenticated && !header.is_response {
+            if header.stream < 0 {
+                let message = format!(
+                    "Invalid stream id {}: requests use stream ids from 0",
+                    header.stream
+                );
+                return Err(self.refuse_message(
+                    header.stream,
+                    codes::PROTOCOL_ERROR,
+                    &message,
+                    Fault::NegativeStream {
+                        opcode: header.opcode,
+                        stream: header.stream,
+                    },
+                ));
+            }
+            if self.streams.contains(header.stream) || self.parked_streams.contains(header.stream) {
+                let message = format!(
+                    "Stream {} already has a request in flight: wait for its answer before reusing the stream id",
+                    header.stream
+                );
+                return Err(self.refuse_message(
+                    header.stream,
+                    codes::PROTOCOL_ERROR,
+                    &message,
+                    Fault::StreamInFlight {
+                        opcode: header.opcode,
+                        stream: header.stream,
+                    },
+                ));
+            }
         }
         let max = self.config.limits.max_auth_response_size;
         if header.opcode == Opcode::AuthResponse && header.length > max {
@@ -674,8 +861,12 @@ impl Session {
     /// A response, whether forwarded as it came or held: completes a pending request, and
     /// the audit record of its request.
     fn on_response(&mut self, header: &Header, body: Option<&[u8]>) {
-        if !header.is_response {
+        if !header.is_response || header.opcode == Opcode::Event {
             return;
+        }
+        self.streams.remove(header.stream);
+        if self.keyspace_change == Some(header.stream) {
+            self.keyspace_change = None;
         }
         let mut prepared_id = None;
         if !self.pending.is_empty() {

@@ -20,6 +20,12 @@ use super::{Action, Fault, Pending, Prepared, Session};
 enum Refusal {
     /// Denied: the reason the client reads, and the policy rule that decided (if one did).
     Unauthorized(String, Option<String>),
+    /// A statement Cassandra would refuse as it is: answered as Cassandra answers it
+    /// (0x2000 SyntaxException, 0x2200 InvalidRequest), never forwarded, audited as a denial.
+    Refused {
+        code: i32,
+        reason: String,
+    },
     Unprepared(Vec<u8>),
 }
 
@@ -106,6 +112,12 @@ impl Session {
                 self.audit_decided(Decided::Denied { reason, rule });
                 Ok(false)
             }
+            Err(Refusal::Refused { code, reason }) => {
+                self.denied += 1;
+                self.answer_client(|f, out| f.write_error(stream, code, &reason, out));
+                self.audit_decided(Decided::Denied { reason, rule: None });
+                Ok(false)
+            }
             Err(Refusal::Unprepared(id)) => {
                 let message = format!(
                     "Prepared query with ID {} not found (the proxy does not know it; prepare it again)",
@@ -139,7 +151,7 @@ impl Session {
         self.draft_statement(stream, query.query, &statement, false);
         self.decide(&statement, now)?;
         if statement.kind == Kind::Use {
-            self.expect_response(stream, Pending::Use);
+            self.expect_keyspace_change(stream);
         }
         Ok(())
     }
@@ -156,7 +168,12 @@ impl Session {
         self.draft_statement(stream, prepare.query, &statement, true);
         self.decide(&statement, now)?;
         let prepared = Prepared {
-            text: prepare.query.to_string(),
+            // The text is kept only for the audit log.
+            text: if self.audits() {
+                prepare.query.to_string()
+            } else {
+                String::new()
+            },
             statement: statement.into_owned(),
         };
         self.expect_response(stream, Pending::Prepare(Rc::new(prepared)));
@@ -174,10 +191,14 @@ impl Session {
             let known = prepared.as_ref().map(|p| (p.text.as_str(), &p.statement));
             self.draft_execute(stream, execute.id, known);
         }
-        match prepared {
-            Some(prepared) => self.decide(&prepared.statement, now),
-            None => Err(Refusal::Unprepared(execute.id.to_vec())),
+        let Some(prepared) = prepared else {
+            return Err(Refusal::Unprepared(execute.id.to_vec()));
+        };
+        self.decide(&prepared.statement, now)?;
+        if prepared.statement.kind == Kind::Use {
+            self.expect_keyspace_change(stream);
         }
+        Ok(())
     }
 
     /// A batch goes on only if every child is allowed.
@@ -185,11 +206,13 @@ impl Session {
         let keyspace = batch.keyspace.map(str::to_string);
         let keyspace = keyspace.or_else(|| self.keyspace.clone());
         self.draft_batch(stream);
+        let mut changes_keyspace = false;
         for child in batch.children.iter() {
             match child.statement {
                 BatchStatement::Query(text) => {
                     let mut statement = classify(text, keyspace.as_deref());
                     self.draft_child(Some(text), None, Some(&statement));
+                    changes_keyspace |= statement.kind == Kind::Use;
                     if batch.batch_type == BatchType::Unlogged {
                         statement.flags.insert(Flags::UNLOGGED_BATCH);
                     }
@@ -202,6 +225,9 @@ impl Session {
                         return Err(Refusal::Unprepared(id.to_vec()));
                     };
                     self.draft_child(Some(&prepared.text), Some(id), Some(&prepared.statement));
+                    // Cassandra refuses a USE in a batch; should one run, it is a keyspace
+                    // change all the same.
+                    changes_keyspace |= prepared.statement.kind == Kind::Use;
                     if batch.batch_type == BatchType::Unlogged {
                         let mut statement = prepared.statement.clone();
                         statement.flags.insert(Flags::UNLOGGED_BATCH);
@@ -212,11 +238,27 @@ impl Session {
                 }
             }
         }
+        if changes_keyspace {
+            self.expect_keyspace_change(stream);
+        }
         Ok(())
     }
 
-    /// The policy's decision on one statement, after the identity's own expiry.
+    /// The policy's decision on one statement, after the identity's own expiry. A statement
+    /// Cassandra would refuse as it is gets Cassandra's own answer instead.
     fn decide(&mut self, statement: &Statement<'_>, now: u64) -> Result<(), Refusal> {
+        if let Some(reason) = statement.syntax_error() {
+            return Err(Refusal::Refused {
+                code: codes::SYNTAX_ERROR,
+                reason: reason.to_string(),
+            });
+        }
+        if let Some(reason) = statement.invalid_request() {
+            return Err(Refusal::Refused {
+                code: codes::INVALID,
+                reason: reason.to_string(),
+            });
+        }
         let Some(identity) = &self.identity else {
             return Err(Refusal::Unauthorized(
                 "The connection is not authenticated".to_string(),
@@ -254,6 +296,13 @@ impl Session {
         } else {
             Err(Refusal::Unauthorized(decision.reason, Some(decision.rule)))
         }
+    }
+
+    /// An allowed keyspace change: the requests behind it wait for its answer, which alone
+    /// moves the connection's keyspace.
+    fn expect_keyspace_change(&mut self, stream: i16) {
+        self.keyspace_change = Some(stream);
+        self.expect_response(stream, Pending::Use);
     }
 
     /// Remembers a request whose response the session reads.

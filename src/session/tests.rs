@@ -95,6 +95,7 @@ impl Setup {
             audit: self
                 .audit
                 .then(|| Rc::new(crate::audit::Settings::default())),
+            allow_unbound: false,
         };
         Session::new(
             Rc::new(config),
@@ -421,8 +422,8 @@ fn requests_before_authentication_are_a_protocol_error() {
     for byte in bytes.chunks(1) {
         match w.session.feed(C2S, byte, NOW) {
             Action::Replace => {}
-            Action::Refuse { reply, violation } => {
-                refused = Some((reply, violation));
+            Action::Refuse(violation) => {
+                refused = Some((w.session.take_output(S2C, Vec::new()), violation));
                 break;
             }
             other => panic!("{other:?}"),
@@ -557,9 +558,10 @@ fn mtls_without_a_certificate_is_refused() {
     w.client_sends(1, Opcode::Startup, &startup_body());
     let bytes = w.server.write(1, Opcode::Ready, &[]);
     let action = w.session.feed(S2C, &bytes, NOW);
-    let Action::Refuse { reply, .. } = action else {
+    let Action::Refuse(_) = action else {
         panic!("{action:?}");
     };
+    let reply = w.session.take_output(S2C, Vec::new());
     let (code, message) = w.client.read(&reply)[0].error();
     assert_eq!(code, 0x0100);
     assert!(message.contains("certificate"), "{message}");
@@ -827,4 +829,245 @@ fn audit_records_decisions_outcomes_and_execute_with_its_text() {
             (Some(5), Some(1))
         );
     }
+}
+
+fn set_keyspace(name: &str) -> Vec<u8> {
+    let mut result = 3i32.to_be_bytes().to_vec();
+    write::string(&mut result, name);
+    result
+}
+
+/// Feeds bytes in one call (a pipelined write); returns the action and what reached
+/// (server, client).
+fn feed_once(w: &mut Wire, from: Direction, bytes: &[u8]) -> (Action, Vec<Frame>, Vec<Frame>) {
+    let action = w.session.feed(from, bytes, NOW);
+    let mut to_server = w.session.take_output(C2S, Vec::new());
+    let mut to_client = w.session.take_output(S2C, Vec::new());
+    if action == Action::Forward {
+        match from {
+            C2S => to_server.extend_from_slice(bytes),
+            S2C => to_client.extend_from_slice(bytes),
+        }
+    }
+    let up = w.server.read(&to_server);
+    let down = w.client.read(&to_client);
+    (action, up, down)
+}
+
+#[test]
+fn a_request_on_a_stream_in_flight_is_refused_and_ends_the_connection() {
+    for version in [4, 5] {
+        let mut w = Wire::new(Setup::default().session(), version);
+        w.log_in(&token("alice", NOW + 600));
+        let mut bytes = w.client.write(
+            7,
+            Opcode::Query,
+            &query_body("SELECT * FROM shop.orders", version),
+        );
+        bytes.extend(w.client.write(
+            7,
+            Opcode::Query,
+            &query_body("SELECT * FROM shop.items", version),
+        ));
+        let (action, up, down) = feed_once(&mut w, C2S, &bytes);
+        let Action::Refuse(violation) = action else {
+            panic!("v{version}: {action:?}");
+        };
+        assert!(
+            violation
+                .to_string()
+                .contains("already has a request in flight"),
+            "{violation}"
+        );
+        // v4 frames go on one by one; a v5 segment is refused whole.
+        assert!(up.len() <= 1, "v{version}: {up:?}");
+        assert_eq!(down.len(), 1);
+        assert_eq!(down[0].header.stream, 7);
+        assert_eq!(down[0].error().0, 0x000A);
+        // Nothing more goes on.
+        let more = w.client.write(
+            8,
+            Opcode::Query,
+            &query_body("SELECT * FROM shop.orders", version),
+        );
+        let (_, up, _) = feed_once(&mut w, C2S, &more);
+        assert!(up.is_empty());
+    }
+}
+
+#[test]
+fn requests_behind_a_use_are_decided_in_the_keyspace_it_moved_to() {
+    for version in [4, 5] {
+        let mut w = Wire::new(Setup::default().session(), version);
+        w.log_in(&token("alice", NOW + 600));
+        // USE and an unqualified write in one write: the write waits for the USE's answer.
+        let mut bytes = w
+            .client
+            .write(1, Opcode::Query, &query_body("USE shop", version));
+        bytes.extend(w.client.write(
+            2,
+            Opcode::Query,
+            &query_body("INSERT INTO customers (id) VALUES (1)", version),
+        ));
+        bytes.extend(w.client.write(
+            3,
+            Opcode::Query,
+            &query_body("INSERT INTO orders (id) VALUES (1)", version),
+        ));
+        let (action, up, down) = feed_once(&mut w, C2S, &bytes);
+        assert_eq!(action, Action::Replace);
+        assert_eq!(up.len(), 1, "v{version}: only the USE goes on");
+        assert_eq!(up[0].header.stream, 1);
+        assert!(down.is_empty(), "v{version}: nothing is decided yet");
+        assert!(
+            w.session.queued_toward(C2S) > 0,
+            "the waiting requests count"
+        );
+
+        let answer = w.server.write(1, Opcode::Result, &set_keyspace("shop"));
+        let (_, up, down) = feed_once(&mut w, S2C, &answer);
+        assert_eq!(w.session.keyspace(), Some("shop"));
+        // Decided against shop: customers is denied, orders allowed.
+        let streams: Vec<i16> = up.iter().map(|f| f.header.stream).collect();
+        assert_eq!(streams, [3], "v{version}");
+        assert_eq!(
+            down.len(),
+            2,
+            "v{version}: the Set_keyspace, then the denial"
+        );
+        assert_eq!(down[0].header.stream, 1);
+        assert_eq!(down[1].header.stream, 2);
+        assert!(down[1].error().1.contains("<table shop.customers>"));
+        assert_eq!(w.session.queued_toward(C2S), 0);
+    }
+}
+
+#[test]
+fn a_use_waits_for_the_requests_before_it() {
+    let mut w = Wire::new(Setup::default().session(), 4);
+    w.log_in(&token("alice", NOW + 600));
+    let (up, _) = w.query(1, "SELECT * FROM shop.orders");
+    assert_eq!(up.len(), 1);
+    // Cassandra runs a connection's requests concurrently: the USE waits until the SELECT
+    // decided in the old keyspace is answered.
+    let (up, _) = w.query(2, "USE shop");
+    assert!(up.is_empty(), "the USE waits");
+    let (up, _) = w.query(3, "SELECT * FROM orders");
+    assert!(up.is_empty(), "and so does what follows it");
+    let (up, down) = w.server_sends(1, Opcode::Result, &1i32.to_be_bytes());
+    assert_eq!(down.len(), 1);
+    assert_eq!(up.len(), 1, "the USE goes on once the SELECT is answered");
+    assert_eq!(up[0].header.stream, 2);
+    let (up, _) = w.server_sends(2, Opcode::Result, &set_keyspace("shop"));
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].header.stream, 3);
+}
+
+#[test]
+fn an_execute_of_a_prepared_use_moves_the_keyspace() {
+    let mut w = Wire::new(Setup::default().session(), 4);
+    w.log_in(&token("alice", NOW + 600));
+    let (up, _) = w.client_sends(1, Opcode::Prepare, &prepare_body("USE shop", 4));
+    assert_eq!(up.len(), 1);
+    let mut prepared = 4i32.to_be_bytes().to_vec();
+    write::short_bytes(&mut prepared, b"use-shop");
+    prepared.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0]); // no metadata
+    prepared.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0]);
+    w.server_sends(1, Opcode::Result, &prepared);
+    let mut bytes = w
+        .client
+        .write(2, Opcode::Execute, &execute_body(b"use-shop", 4));
+    bytes.extend(w.client.write(
+        3,
+        Opcode::Query,
+        &query_body("DELETE FROM customers WHERE id = 1", 4),
+    ));
+    let (_, up, _) = feed_once(&mut w, C2S, &bytes);
+    assert_eq!(up.len(), 1, "only the EXECUTE goes on");
+    let answer = w.server.write(2, Opcode::Result, &set_keyspace("shop"));
+    let (_, up, down) = feed_once(&mut w, S2C, &answer);
+    assert_eq!(w.session.keyspace(), Some("shop"));
+    assert!(up.is_empty());
+    assert!(down[1].error().1.contains("<table shop.customers>"));
+}
+
+#[test]
+fn failed_logins_end_the_connection_after_the_configured_attempts() {
+    let mut w = Wire::new(Setup::default().session(), 4);
+    w.client_sends(1, Opcode::Startup, &startup_body());
+    w.server_sends(1, Opcode::Ready, &[]);
+    let mut bytes = Vec::new();
+    for stream in 2..50 {
+        bytes.extend(w.client.write(
+            stream,
+            Opcode::AuthResponse,
+            &auth_response_body("alice", "not-a-token"),
+        ));
+    }
+    let (action, up, down) = feed_once(&mut w, C2S, &bytes);
+    let Action::Refuse(violation) = action else {
+        panic!("{action:?}");
+    };
+    assert_eq!(
+        violation.to_string(),
+        "client failed to log in 3 times (cql_max_auth_attempts)"
+    );
+    assert!(up.is_empty());
+    assert_eq!(down.len(), 3, "three refusals, then nothing");
+    assert!(down.iter().all(|f| f.error().0 == 0x0100));
+}
+
+#[test]
+fn an_identity_no_binding_names_is_refused_at_login() {
+    let mut w = Wire::new(Setup::default().session(), 4);
+    w.client_sends(1, Opcode::Startup, &startup_body());
+    w.server_sends(1, Opcode::Ready, &[]);
+    let claims = json!({ "sub": "mallory", "exp": NOW + 600, "groups": ["visitors"] });
+    let unbound = encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    let (up, down) = w.client_sends(
+        2,
+        Opcode::AuthResponse,
+        &auth_response_body("mallory", &unbound),
+    );
+    assert!(up.is_empty());
+    let (code, message) = down[0].error();
+    assert_eq!(code, 0x0100);
+    assert_eq!(
+        message,
+        "Authentication failed: no role is bound to principal mallory"
+    );
+    assert!(w.session.identity().is_none());
+}
+
+#[test]
+fn a_refusal_after_login_waits_for_the_server_frame_in_progress() {
+    let mut w = Wire::new(Setup::default().session(), 4);
+    w.log_in(&token("alice", NOW + 600));
+    let (up, _) = w.query(20, "SELECT * FROM shop.orders");
+    assert_eq!(up.len(), 1);
+    let mut result = 2i32.to_be_bytes().to_vec();
+    result.extend_from_slice(&[7u8; 5000]);
+    let bytes = w.server.write(20, Opcode::Result, &result);
+    let (head, tail) = bytes.split_at(1000);
+    assert_eq!(w.session.feed(S2C, head, NOW), Action::Forward);
+    let startup = w.client.write(21, Opcode::Startup, &startup_body());
+    let Action::Refuse(_) = w.session.feed(C2S, &startup, NOW) else {
+        panic!("STARTUP after login is refused");
+    };
+    assert!(!w.session.is_drained(), "the refusal waits");
+    assert!(!w.session.has_output(S2C), "not inside the RESULT");
+    let mut to_client = head.to_vec();
+    assert_eq!(w.session.feed(S2C, tail, NOW), Action::Replace);
+    to_client.extend(w.session.take_output(S2C, Vec::new()));
+    assert!(w.session.is_drained());
+    let frames = w.client.read(&to_client);
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[0].body, result);
+    assert_eq!(frames[1].header.stream, 21);
+    assert_eq!(frames[1].error().0, 0x000A);
 }

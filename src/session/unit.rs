@@ -52,6 +52,13 @@ impl Unit {
         }
     }
 
+    /// v3/v4: takes the bytes of the frame just read, which waits elsewhere.
+    pub(super) fn take_frame(&mut self) -> Vec<u8> {
+        let raw = core::mem::take(&mut self.raw);
+        self.clear();
+        raw
+    }
+
     /// A run of segments ended on an envelope boundary: it goes on as it came when every
     /// envelope was kept, else re-framed with the kept envelopes (nothing when none is left).
     pub(super) fn run_done(&mut self, lz4: bool, out: &mut Vec<u8>) {

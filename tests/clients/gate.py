@@ -13,6 +13,8 @@ PLAN.json is a list of steps, run in order:
     {"cql": "...", "expect": "ok"}            succeeds (optionally "rows": N)
     {"cql": "...", "expect": "unauthorized", "message": "..."}   denied by the proxy
     {"cql": "...", "expect": "reaches"}       not denied (the server may still refuse it)
+    {"cql": "...", "expect": "syntax_error", "message": "..."}   refused by the proxy as Cassandra
+                                              refuses a text it cannot parse
     {"prepare": "...", "name": "p", "expect": ...}
     {"execute": "p", "values": [...], "expect": ...}
     {"batch": ["...", ...], "type": "logged|unlogged", "expect": ...}
@@ -31,6 +33,7 @@ import time
 from cassandra import AuthenticationFailed, Unauthorized
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable
+from cassandra.protocol import SyntaxException
 from cassandra.query import BatchStatement, BatchType, SimpleStatement
 
 
@@ -106,13 +109,23 @@ def check(session, prepared, step):
             raise Mismatch("%r: expected %r in %s" % (label, step["message"], e))
         print("denied: %s -> %s" % (label, e), flush=True)
         return
+    except SyntaxException as e:
+        if expect == "reaches":  # the server's own syntax error
+            print("reached the server: %s -> %s" % (label, type(e).__name__), flush=True)
+            return
+        if expect != "syntax_error":
+            raise Mismatch("%r: expected %s, got SyntaxException: %s" % (label, expect, e))
+        if step.get("message") and step["message"] not in str(e):
+            raise Mismatch("%r: expected %r in %s" % (label, step["message"], e))
+        print("syntax error: %s -> %s" % (label, e), flush=True)
+        return
     except Exception as e:  # the server's own refusal
         if expect == "reaches":
             print("reached the server: %s -> %s" % (label, type(e).__name__), flush=True)
             return
         raise Mismatch("%r: expected %s, got %s: %s" % (label, expect, type(e).__name__, e))
-    if expect == "unauthorized":
-        raise Mismatch("%r: expected Unauthorized, it succeeded" % (label,))
+    if expect in ("unauthorized", "syntax_error"):
+        raise Mismatch("%r: expected %s, it succeeded" % (label, expect))
     if "rows" in step and result is not None:
         n = len(list(result))
         if n != step["rows"]:
