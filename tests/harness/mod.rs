@@ -16,6 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod cql;
 pub mod replay;
 
 /// `target/<profile>`, found from the running test binary (`target/<profile>/deps/x`).
