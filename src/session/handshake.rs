@@ -18,6 +18,7 @@
 use crate::codec::messages::{codes, strip_prefixes, AuthToken, ErrorBody, SaslPlain};
 use crate::codec::{Header, Opcode};
 use crate::identity::Identity;
+use crate::policy::RoleSet;
 
 use super::{Action, AuthMode, Direction, Fault, Session, Violation};
 
@@ -166,10 +167,9 @@ impl Session {
     fn upstream_ready(&mut self, stream: i16) -> Result<bool, Action> {
         match self.path() {
             Path::Certificate(identity) => {
-                if let Some(reason) = self.unbound(&identity) {
+                if let Err(reason) = self.admit(identity) {
                     return Err(self.refuse_unbound(stream, &reason));
                 }
-                self.set_identity(identity);
                 self.authenticated();
                 self.client_started();
                 Ok(true)
@@ -196,10 +196,9 @@ impl Session {
         }
         match self.path() {
             Path::Certificate(identity) => {
-                if let Some(reason) = self.unbound(&identity) {
+                if let Err(reason) = self.admit(identity) {
                     return Err(self.refuse_unbound(stream, &reason));
                 }
-                self.set_identity(identity);
                 self.login_upstream(stream, true);
                 Ok(false)
             }
@@ -285,11 +284,10 @@ impl Session {
         };
         match outcome {
             Ok(identity) => {
-                if let Some(reason) = self.unbound(&identity) {
+                if let Err(reason) = self.admit(identity) {
                     let message = format!("Authentication failed: {reason}");
                     return self.login_failed(stream, &reason, &message);
                 }
-                self.set_identity(identity);
                 if login_upstream {
                     self.login_upstream(stream, false);
                 } else {
@@ -322,19 +320,6 @@ impl Session {
         Ok(false)
     }
 
-    /// Why an identity may not log in although it proved who it is: a policy that gives it
-    /// no role, unless `cql_allow_unbound_identities` lets such identities in.
-    fn unbound(&self, identity: &Identity) -> Option<String> {
-        let policy = self.config.policy.as_ref()?;
-        if self.config.allow_unbound || !policy.roles_for(identity).is_empty() {
-            return None;
-        }
-        Some(format!(
-            "no role is bound to principal {}",
-            identity.principal
-        ))
-    }
-
     /// A certificate identity the policy gives no role: refused, and the connection ends
     /// (the client has nothing else to offer).
     fn refuse_unbound(&mut self, stream: i16, reason: &str) -> Action {
@@ -348,14 +333,25 @@ impl Session {
         )
     }
 
-    fn set_identity(&mut self, identity: Identity) {
-        self.roles = self
+    /// The identity proved who it is: it is the connection's, with its roles, unless the
+    /// policy gives it none (`Err` with the reason), which is refused unless
+    /// `cql_allow_unbound_identities` lets such identities in.
+    fn admit(&mut self, identity: Identity) -> Result<(), String> {
+        let roles = self
             .config
             .policy
             .as_ref()
             .map(|policy| policy.roles_for(&identity));
+        if roles.as_ref().is_some_and(RoleSet::is_empty) && !self.config.allow_unbound {
+            return Err(format!(
+                "no role is bound to principal {}",
+                identity.principal
+            ));
+        }
+        self.roles = roles;
         self.audit_identity(&identity);
         self.identity = Some(identity);
+        Ok(())
     }
 
     fn authenticated(&mut self) {
