@@ -17,10 +17,13 @@ fuzz_target!(|data: &[u8]| {
             Kind::Unparsed => {
                 assert!(st.needs.is_empty());
                 assert!(st.unparsed.is_some());
+                // Every rejection says how Cassandra would answer it.
+                assert!(st.rejection.is_some(), "{text:?} rejected without a kind");
             }
             _ => {
                 assert!(!st.needs.is_empty(), "{text:?} classified with no needs");
                 assert!(st.unparsed.is_none());
+                assert!(st.rejection.is_none());
                 for n in &st.needs {
                     let _ = n.to_string();
                 }
