@@ -322,6 +322,10 @@ fn the_login_and_queue_limits_are_bounded() {
         ("cql_max_queued_size 8k;", queued),
         ("cql_max_queued_size 65m;", queued),
         (
+            "cql_stream_reuse later;",
+            "\"cql_stream_reuse\" invalid value \"later\": expected refuse or wait",
+        ),
+        (
             "cql_prepared_cache 10000 32m;",
             "\"cql_prepared_cache\" invalid parameter \"32m\"",
         ),
@@ -355,10 +359,10 @@ fn the_new_directives_are_accepted_in_stream_and_server_blocks() {
          server {{\nlisten 127.0.0.1:{port};\nproxy_pass 127.0.0.1:1;\ncql on;\n\
          cql_auth jwt;\ncql_jwt_secret {secret};\ncql_policy {policy};\n\
          cql_allow_unbound_identities on;\ncql_max_auth_attempts 1;\ncql_auth_timeout 1m;\n\
-         cql_max_queued_size 16k;\ncql_prepared_cache 100;\n}}\n\
+         cql_max_queued_size 16k;\ncql_prepared_cache 100;\ncql_stream_reuse wait;\n}}\n\
          server {{\nlisten 127.0.0.1:{other};\nproxy_pass 127.0.0.1:1;\ncql on;\n\
          cql_auth jwt;\ncql_jwt_secret {secret};\ncql_policy off;\n\
-         cql_allow_unbound_identities off;\n}}",
+         cql_allow_unbound_identities off;\ncql_stream_reuse refuse;\n}}",
         port = free_port(),
         other = free_port(),
         secret = f.secret,

@@ -349,6 +349,33 @@ fn a_request_on_a_stream_that_has_one_in_flight_is_refused_and_the_connection_cl
 }
 
 #[test]
+fn with_stream_reuse_wait_a_reused_stream_waits_for_its_answer_and_keeps_the_connection() {
+    let gate = Gate::start("hostile-same-stream-wait", "cql_stream_reuse wait;");
+    let insert = "INSERT INTO t (k, v) VALUES ('same-stream', 'x')";
+    let mut mallory = gate.mallory_in_a();
+    mallory
+        .send(&[cql::query(5, "USE b"), cql::prepare(5, insert)])
+        .expect("send USE b and PREPARE on one stream");
+    // Both answers on stream 5, in order: the PREPARE went on only after the USE was
+    // answered, so it was decided in b, where mallory may not write.
+    let first = mallory.expect_frame();
+    let second = mallory.expect_frame();
+    assert_eq!((first.stream, second.stream), (5, 5));
+    assert_eq!(first.response(), Ok(Response::SetKeyspace("b".into())));
+    let denied = second.response().expect("an answer");
+    assert!(
+        denied.is_error(code::UNAUTHORIZED, "<table b.t>"),
+        "{denied:?}"
+    );
+    // The connection goes on.
+    assert_eq!(
+        mallory.request(cql::query(6, "SELECT * FROM b.other")),
+        Response::Rows(Vec::new())
+    );
+    gate.assert_b_t_untouched();
+}
+
+#[test]
 fn requests_behind_a_keyspace_change_are_decided_in_the_keyspace_it_sets() {
     let gate = Gate::start("hostile-behind-use", "");
     let mut mallory = gate.login("mallory");

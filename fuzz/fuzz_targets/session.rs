@@ -3,7 +3,8 @@
 //! the bytes that follow reach request authorization, prepared ids, re-framing and the
 //! audit records of requests and responses. A quarter of the inputs script a client and a
 //! model Cassandra instead ([`session_model`]): pipelined requests that reuse stream ids and
-//! change keyspaces, checked against the keyspace the server runs each request in.
+//! change keyspaces, checked against the keyspace the server runs each request in; in half
+//! of those a reused stream id waits for its earlier answer (`cql_stream_reuse wait`).
 #![no_main]
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -14,7 +15,7 @@ use ngx_stream_cql_module::codec::segment::write_segment;
 use ngx_stream_cql_module::codec::{Framing, Opcode};
 use ngx_stream_cql_module::policy::Policy;
 use ngx_stream_cql_module::session::{
-    Action, AuthMode, Capacities, Config, Direction, Limits, Session, Shared,
+    Action, AuthMode, Capacities, Config, Direction, Limits, Session, Shared, StreamReuse,
 };
 
 #[path = "common.rs"]
@@ -33,9 +34,9 @@ groups = ["g"]
 /// A session with an audit log (literals masked or not), so records are built and formatted
 /// for whatever the fuzzer makes of requests and responses. The configurations are built
 /// once: a run costs the session, not loading keys and parsing the policy.
-fn session(redact_literals: bool, model: bool) -> Session {
+fn session(redact_literals: bool, model: bool, wait: bool) -> Session {
     thread_local! {
-        static CONFIGS: Vec<Rc<Config>> = (0..4)
+        static CONFIGS: Vec<Rc<Config>> = (0..8)
             .map(|i| {
                 let policy = if i & 2 != 0 { session_model::POLICY } else { POLICY };
                 Rc::new(Config {
@@ -50,11 +51,13 @@ fn session(redact_literals: bool, model: bool) -> Session {
                         ..audit::Settings::default()
                     })),
                     allow_unbound: false,
+                    stream_reuse: if i & 4 != 0 { StreamReuse::Wait } else { StreamReuse::Refuse },
                 })
             })
             .collect();
     }
-    let config = CONFIGS.with(|c| c[usize::from(redact_literals) | usize::from(model) << 1].clone());
+    let index = usize::from(redact_literals) | usize::from(model) << 1 | usize::from(wait) << 2;
+    let config = CONFIGS.with(|c| c[index].clone());
     let small = Capacities {
         prepared: 64,
         prepared_bytes: 1 << 20,
@@ -93,7 +96,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let version = if ctl & 1 == 0 { 4 } else { 5 };
     let model = ctl & 0x0A == 0x0A;
-    let mut s = session(ctl & 4 != 0, model);
+    let mut s = session(ctl & 4 != 0, model, ctl & 0x10 != 0);
     let mut segments = false;
     if ctl & 2 != 0 {
         let f = Framing::envelopes(version);

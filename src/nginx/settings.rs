@@ -21,7 +21,7 @@ use crate::audit::{Filter, Settings as AuditSettings};
 use crate::classify::Category;
 use crate::identity::{JwtSettings, JwtValidator};
 use crate::policy::Policy;
-use crate::session::{AuthMode, Capacities, Config, Limits, Shared, UpstreamLogin};
+use crate::session::{AuthMode, Capacities, Config, Limits, Shared, StreamReuse, UpstreamLogin};
 
 /// Each configuration load gets a new generation: cached tokens of old keys are not reused.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -101,6 +101,7 @@ pub struct Settings {
     /// `cql_policy`: `None` inside is `off`.
     policy: Option<Located<Option<Rc<Policy>>>>,
     allow_unbound: Option<Located<bool>>,
+    stream_reuse: Option<StreamReuse>,
     /// `cql_audit_log`: `Some(None)` is `off`.
     audit_log: Option<Option<Rc<Sink>>>,
     audit_categories: Option<Vec<Category>>,
@@ -208,6 +209,7 @@ impl Settings {
         take(&mut self.upstream_login, &parent.upstream_login);
         take(&mut self.policy, &parent.policy);
         take(&mut self.allow_unbound, &parent.allow_unbound);
+        take(&mut self.stream_reuse, &parent.stream_reuse);
         take(&mut self.audit_log, &parent.audit_log);
         take(&mut self.audit_categories, &parent.audit_categories);
         take(
@@ -357,6 +359,7 @@ impl Settings {
             policy: self.policy.as_ref().and_then(|p| p.value.clone()),
             audit,
             allow_unbound: self.allow_unbound.as_ref().is_some_and(|a| a.value),
+            stream_reuse: self.stream_reuse.unwrap_or_default(),
         };
         self.built = Some(Built {
             config: Rc::new(config),
@@ -532,6 +535,21 @@ impl Settings {
                     ["off"] => false,
                     _ => return Err("takes on or off".to_string()),
                 }));
+            }
+            "cql_stream_reuse" => {
+                if self.stream_reuse.is_some() {
+                    return duplicate();
+                }
+                self.stream_reuse = Some(match args {
+                    ["refuse"] => StreamReuse::Refuse,
+                    ["wait"] => StreamReuse::Wait,
+                    [other] => {
+                        return Err(format!(
+                            "invalid value \"{other}\": expected refuse or wait"
+                        ))
+                    }
+                    _ => return Err("takes one value".to_string()),
+                });
             }
             "cql_audit_categories" | "cql_audit_exclude_categories" => {
                 let slot = match name {

@@ -99,6 +99,19 @@ pub struct Config {
     /// Logins of identities no policy binding gives a role are accepted
     /// (`cql_allow_unbound_identities on`); by default they are refused.
     pub allow_unbound: bool,
+    /// What a request on a stream id with a request in flight gets (`cql_stream_reuse`).
+    pub stream_reuse: StreamReuse,
+}
+
+/// `cql_stream_reuse`: a request on a stream id whose earlier request is not answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StreamReuse {
+    /// A protocol violation: ERROR 0x000A on that stream, then the connection ends.
+    #[default]
+    Refuse,
+    /// It waits in the proxy until the earlier answer is in, then is decided: for clients
+    /// that reuse the stream id of a request they gave up on.
+    Wait,
 }
 
 /// Capacities of the worker-wide caches.

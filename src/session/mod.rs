@@ -43,7 +43,7 @@ mod prepared;
 mod requests;
 mod unit;
 
-pub use config::{AuthMode, Capacities, Config, Limits, Shared, UpstreamLogin};
+pub use config::{AuthMode, Capacities, Config, Limits, Shared, StreamReuse, UpstreamLogin};
 pub use counters::{Counters, DirectionCounters};
 pub use prepared::{Prepared, PreparedRegistry};
 
@@ -59,7 +59,7 @@ use crate::policy::RoleSet;
 
 use audit::{AuditLog, Clock};
 use handshake::AuthState;
-use pipeline::{Keep, Queue, Streams};
+use pipeline::{Keep, Queue, Streams, Waiting};
 use unit::Unit;
 
 /// What the filter must do with the bytes it just fed.
@@ -214,7 +214,7 @@ pub struct Session {
     /// Streams with a request at the server, once authenticated.
     streams: Streams,
     /// Streams of the client messages in `parked`.
-    parked_streams: Streams,
+    parked_streams: Waiting,
     /// The stream of the keyspace change Cassandra has not answered yet.
     keyspace_change: Option<i16>,
     /// Client messages waiting behind that keyspace change.
@@ -294,7 +294,7 @@ impl Session {
             keyspace: None,
             pending: Vec::new(),
             streams: Streams::default(),
-            parked_streams: Streams::default(),
+            parked_streams: Waiting::default(),
             keyspace_change: None,
             parked: Queue::default(),
             closing: false,
@@ -688,7 +688,9 @@ impl Session {
                     },
                 ));
             }
-            if self.streams.contains(header.stream) || self.parked_streams.contains(header.stream) {
+            let reused =
+                self.streams.contains(header.stream) || self.parked_streams.contains(header.stream);
+            if reused && self.config.stream_reuse == StreamReuse::Refuse {
                 let message = format!(
                     "Stream {} already has a request in flight: wait for its answer before reusing the stream id",
                     header.stream

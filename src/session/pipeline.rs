@@ -11,9 +11,10 @@
 //!
 //! A stream id names one request at a time: a request on a stream that already has one in
 //! flight (at the server or parked) is a protocol violation, because its answer could not be
-//! told from the earlier one's.
+//! told from the earlier one's; with `cql_stream_reuse wait` it waits here instead, until the
+//! earlier answer is in.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
 
 use crate::codec::segment::write_segments;
@@ -45,6 +46,30 @@ impl Streams {
     /// Whether a request other than the one on `stream` is in flight.
     pub(super) fn others_than(&self, stream: i16) -> bool {
         self.0.len() > usize::from(self.0.contains(&stream))
+    }
+}
+
+/// Stream ids of the client messages waiting here, with how many wait on each
+/// (`cql_stream_reuse wait` lets several wait on one stream).
+#[derive(Default)]
+pub(super) struct Waiting(HashMap<i16, u32, BuildHasherDefault<StreamHasher>>);
+
+impl Waiting {
+    pub(super) fn contains(&self, stream: i16) -> bool {
+        !self.0.is_empty() && self.0.contains_key(&stream)
+    }
+
+    pub(super) fn insert(&mut self, stream: i16) {
+        *self.0.entry(stream).or_insert(0) += 1;
+    }
+
+    pub(super) fn remove(&mut self, stream: i16) {
+        if let Some(n) = self.0.get_mut(&stream) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.0.remove(&stream);
+            }
+        }
     }
 }
 
@@ -136,7 +161,9 @@ impl Session {
         now: u64,
     ) -> Result<Keep, Action> {
         if self.auth == AuthState::Authenticated
-            && (self.keyspace_change.is_some() || !self.parked.is_empty())
+            && (self.keyspace_change.is_some()
+                || !self.parked.is_empty()
+                || self.streams.contains(header.stream))
         {
             self.parked_streams.insert(header.stream);
             return Ok(Keep::Park { decided: false });
@@ -197,7 +224,9 @@ impl Session {
             let waits = if front.decided {
                 self.streams.others_than(front.header.stream)
             } else {
-                self.keyspace_change.is_some()
+                // Behind a keyspace change, or (`cql_stream_reuse wait`) on a stream whose
+                // earlier request is not answered yet.
+                self.keyspace_change.is_some() || self.streams.contains(front.header.stream)
             };
             if waits {
                 break Ok(());

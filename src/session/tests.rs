@@ -57,6 +57,7 @@ struct Setup {
     audit: bool,
     auth: AuthMode,
     certificate: Option<Identity>,
+    stream_reuse: StreamReuse,
 }
 
 impl Default for Setup {
@@ -67,6 +68,7 @@ impl Default for Setup {
             audit: false,
             auth: AuthMode::Token,
             certificate: None,
+            stream_reuse: StreamReuse::Refuse,
         }
     }
 }
@@ -96,6 +98,7 @@ impl Setup {
                 .audit
                 .then(|| Rc::new(crate::audit::Settings::default())),
             allow_unbound: false,
+            stream_reuse: self.stream_reuse,
         };
         Session::new(
             Rc::new(config),
@@ -1070,4 +1073,52 @@ fn a_refusal_after_login_waits_for_the_server_frame_in_progress() {
     assert_eq!(frames[0].body, result);
     assert_eq!(frames[1].header.stream, 21);
     assert_eq!(frames[1].error().0, 0x000A);
+}
+
+#[test]
+fn with_stream_reuse_wait_a_reused_stream_waits_for_its_earlier_answer() {
+    for version in [4, 5] {
+        let mut w = Wire::new(
+            Setup {
+                stream_reuse: StreamReuse::Wait,
+                ..Setup::default()
+            }
+            .session(),
+            version,
+        );
+        w.log_in(&token("alice", NOW + 600));
+        let mut bytes = w.client.write(
+            7,
+            Opcode::Query,
+            &query_body("SELECT * FROM shop.orders", version),
+        );
+        bytes.extend(w.client.write(
+            7,
+            Opcode::Query,
+            &query_body("SELECT * FROM shop.items", version),
+        ));
+        bytes.extend(w.client.write(
+            8,
+            Opcode::Query,
+            &query_body("SELECT * FROM shop.stock", version),
+        ));
+        let (action, up, down) = feed_once(&mut w, C2S, &bytes);
+        assert_eq!(action, Action::Replace, "v{version}");
+        assert!(down.is_empty());
+        assert_eq!(up.len(), 1, "v{version}: only the first goes on");
+        let answer = w.server.write(7, Opcode::Result, &1i32.to_be_bytes());
+        let (_, up, down) = feed_once(&mut w, S2C, &answer);
+        assert_eq!(down.len(), 1);
+        let streams: Vec<i16> = up.iter().map(|f| f.header.stream).collect();
+        assert_eq!(
+            streams,
+            [7, 8],
+            "v{version}: in order, once stream 7 is free"
+        );
+        assert_eq!(
+            up[0].body,
+            query_body("SELECT * FROM shop.items", version),
+            "v{version}"
+        );
+    }
 }
