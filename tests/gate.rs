@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use harness::{
-    cqlsh, free_port, profile_dir, python, repo_dir, run_ok, scratch_dir, DevServer, Nginx,
+    cql_token, cqlsh, free_port, python, repo_dir, run_ok, scratch_dir, DevServer, Nginx,
 };
 
 const ISSUER: &str = "https://idp.example.test/realms/ops";
@@ -41,18 +41,6 @@ groups = ["analysts"]
 role = "owner"
 principals = ["olivia"]
 "#;
-
-fn cql_token(args: &[&str]) -> String {
-    let out = run_ok(Command::new(profile_dir().join("cql-token")).args(args));
-    let out = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_string();
-    if args.first() == Some(&"mint") {
-        harness::never_logged(&out);
-    }
-    out
-}
 
 /// Keys, a policy and tokens in a fresh folder.
 struct Material {

@@ -13,13 +13,12 @@
 mod harness;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use harness::cql::{self, code, Client, Frame, Response};
-use harness::{free_port, profile_dir, run_ok, scratch_dir, wait_for, DevServer, Nginx};
+use harness::{cql_token, free_port, scratch_dir, wait_for, DevServer, Nginx};
 
 const ISSUER: &str = "https://idp.example.test/realms/ops";
 const AUDIENCE: &str = "cassandra";
@@ -49,18 +48,6 @@ const PREPARED_CACHE: &str = "cql_prepared_cache 10000 size=8m;";
 
 /// The row of `b.t` that mallory must never read, nor see joined by rows of its own.
 const SECRET: &str = "secret";
-
-fn cql_token(args: &[&str]) -> String {
-    let out = run_ok(Command::new(profile_dir().join("cql-token")).args(args));
-    let out = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_string();
-    if args.first() == Some(&"mint") {
-        harness::never_logged(&out);
-    }
-    out
-}
 
 /// The signing key the proxy trusts (ES256, kid `ec-1`) and the policy, made once per test
 /// run and shared by every test.

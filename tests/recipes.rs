@@ -15,16 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use harness::{
-    cqlsh, free_port, profile_dir, python, repo_dir, run_ok, scratch_dir, DevServer, Nginx,
+    cql_token, cqlsh, free_port, python, repo_dir, run_ok, scratch_dir, DevServer, Nginx,
 };
-
-fn cql_token(args: &[&str]) -> String {
-    let out = run_ok(Command::new(profile_dir().join("cql-token")).args(args));
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_string()
-}
 
 fn recipe_file(recipe: &str, file: &str) -> PathBuf {
     repo_dir()

@@ -857,21 +857,30 @@ fn feed_once(w: &mut Wire, from: Direction, bytes: &[u8]) -> (Action, Vec<Frame>
     (action, up, down)
 }
 
+/// QUERYs written one after the other, as a client pipelines them in one write.
+fn pipelined(w: &Wire, queries: &[(i16, &str)]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (stream, text) in queries {
+        bytes.extend(
+            w.client
+                .write(*stream, Opcode::Query, &query_body(text, w.version)),
+        );
+    }
+    bytes
+}
+
 #[test]
 fn a_request_on_a_stream_in_flight_is_refused_and_ends_the_connection() {
     for version in [4, 5] {
         let mut w = Wire::new(Setup::default().session(), version);
         w.log_in(&token("alice", NOW + 600));
-        let mut bytes = w.client.write(
-            7,
-            Opcode::Query,
-            &query_body("SELECT * FROM shop.orders", version),
+        let bytes = pipelined(
+            &w,
+            &[
+                (7, "SELECT * FROM shop.orders"),
+                (7, "SELECT * FROM shop.items"),
+            ],
         );
-        bytes.extend(w.client.write(
-            7,
-            Opcode::Query,
-            &query_body("SELECT * FROM shop.items", version),
-        ));
         let (action, up, down) = feed_once(&mut w, C2S, &bytes);
         let Action::Refuse(violation) = action else {
             panic!("v{version}: {action:?}");
@@ -904,19 +913,14 @@ fn requests_behind_a_use_are_decided_in_the_keyspace_it_moved_to() {
         let mut w = Wire::new(Setup::default().session(), version);
         w.log_in(&token("alice", NOW + 600));
         // USE and an unqualified write in one write: the write waits for the USE's answer.
-        let mut bytes = w
-            .client
-            .write(1, Opcode::Query, &query_body("USE shop", version));
-        bytes.extend(w.client.write(
-            2,
-            Opcode::Query,
-            &query_body("INSERT INTO customers (id) VALUES (1)", version),
-        ));
-        bytes.extend(w.client.write(
-            3,
-            Opcode::Query,
-            &query_body("INSERT INTO orders (id) VALUES (1)", version),
-        ));
+        let bytes = pipelined(
+            &w,
+            &[
+                (1, "USE shop"),
+                (2, "INSERT INTO customers (id) VALUES (1)"),
+                (3, "INSERT INTO orders (id) VALUES (1)"),
+            ],
+        );
         let (action, up, down) = feed_once(&mut w, C2S, &bytes);
         assert_eq!(action, Action::Replace);
         assert_eq!(up.len(), 1, "v{version}: only the USE goes on");
@@ -1087,21 +1091,14 @@ fn with_stream_reuse_wait_a_reused_stream_waits_for_its_earlier_answer() {
             version,
         );
         w.log_in(&token("alice", NOW + 600));
-        let mut bytes = w.client.write(
-            7,
-            Opcode::Query,
-            &query_body("SELECT * FROM shop.orders", version),
+        let bytes = pipelined(
+            &w,
+            &[
+                (7, "SELECT * FROM shop.orders"),
+                (7, "SELECT * FROM shop.items"),
+                (8, "SELECT * FROM shop.stock"),
+            ],
         );
-        bytes.extend(w.client.write(
-            7,
-            Opcode::Query,
-            &query_body("SELECT * FROM shop.items", version),
-        ));
-        bytes.extend(w.client.write(
-            8,
-            Opcode::Query,
-            &query_body("SELECT * FROM shop.stock", version),
-        ));
         let (action, up, down) = feed_once(&mut w, C2S, &bytes);
         assert_eq!(action, Action::Replace, "v{version}");
         assert!(down.is_empty());

@@ -60,6 +60,20 @@ pub fn module_path() -> PathBuf {
     path
 }
 
+/// Runs the `cql-token` tool of this build; a minted token is registered as a secret that no
+/// log may hold ([`never_logged`]).
+pub fn cql_token(args: &[&str]) -> String {
+    let out = run_ok(Command::new(profile_dir().join("cql-token")).args(args));
+    let out = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    if args.first() == Some(&"mint") {
+        never_logged(&out);
+    }
+    out
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
