@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::cql::{self, Cond, Op, QName, Rhs, Selector, SetOp, Statement, Term};
 use crate::system;
+use crate::token;
 use crate::types::{decode_collection, encode_collection, parse_timestamp, ColType};
 use crate::util;
 use crate::wire::BoundValue;
@@ -255,13 +256,37 @@ pub struct ExecOptions {
     pub names: Option<Vec<String>>,
     pub page_size: Option<i32>,
     pub paging_state: Option<Vec<u8>>,
+    /// The index in `Db::nodes` of the node serving the request: system.local is that
+    /// node and system.peers the others.
+    pub node: usize,
+}
+
+/// What a registered connection may be told (EVENT).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// SCHEMA_CHANGE, after DDL.
+    Schema(SchemaChange),
+    /// STATUS_CHANGE: the node at this index of `Db::nodes` went UP (true) or DOWN.
+    Status { node: usize, up: bool },
+}
+
+/// What a statement addresses, for the record of what each node served.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// `keyspace.table` of the statement's table.
+    pub table: Option<String>,
+    /// The serialized partition key components, in partition key order, when the
+    /// statement gives every one of them a single value and the table is a user table.
+    pub key: Option<Vec<Vec<u8>>>,
 }
 
 pub struct Db {
     pub schema: RwLock<Schema>,
     prepared: Mutex<HashMap<[u8; 16], Arc<Prepared>>>,
-    pub events: tokio::sync::broadcast::Sender<SchemaChange>,
-    pub node: system::NodeInfo,
+    pub events: tokio::sync::broadcast::Sender<Event>,
+    /// Every node of the cluster this store is served by (one in single-node mode).
+    pub nodes: Vec<system::NodeInfo>,
+    ring: token::Ring,
 }
 
 enum Cell {
@@ -287,8 +312,10 @@ impl TableRef {
 const PAGING_MAGIC: &[u8; 4] = b"dvs1";
 
 impl Db {
-    pub fn new(node: system::NodeInfo) -> Db {
+    /// An empty store served by `nodes` (at least one).
+    pub fn new(nodes: Vec<system::NodeInfo>) -> Db {
         let (events, _) = tokio::sync::broadcast::channel(1024);
+        let tokens: Vec<Vec<i64>> = nodes.iter().map(|n| n.tokens.clone()).collect();
         Db {
             schema: RwLock::new(Schema {
                 keyspaces: BTreeMap::new(),
@@ -296,7 +323,44 @@ impl Db {
             }),
             prepared: Mutex::new(HashMap::new()),
             events,
-            node,
+            nodes,
+            ring: token::Ring::new(&tokens),
+        }
+    }
+
+    /// The index in `nodes` of the node owning a token.
+    pub fn owner(&self, token: i64) -> Option<usize> {
+        self.ring.owner(token)
+    }
+
+    /// The table and partition key a statement addresses, with its bound values (as the
+    /// served record of the control port shows it). The first child of a BATCH counts.
+    pub fn routing(
+        &self,
+        parsed: &cql::Parsed,
+        session_ks: Option<&str>,
+        opts: &ExecOptions,
+    ) -> Routing {
+        let stmt = match &parsed.stmt {
+            Statement::Batch(children) => children.first(),
+            s => Some(s),
+        };
+        let Some(q) = stmt.and_then(prepared_table) else {
+            return Routing::default();
+        };
+        let Ok(tref) = self.resolve(q, session_ks) else {
+            return Routing::default();
+        };
+        let s = tref.schema();
+        let key = match (&tref, stmt) {
+            (TableRef::User(_), Some(stmt)) => arrange_values(parsed, opts)
+                .ok()
+                .and_then(|values| routing_key(&s, stmt, &Ctx { values: &values })),
+            _ => None,
+        };
+        Routing {
+            table: Some(format!("{}.{}", s.keyspace, s.name)),
+            key,
         }
     }
 
@@ -481,6 +545,7 @@ impl Db {
 
     // ------------------------------------------------------------ execute
 
+    #[cfg(test)]
     pub fn execute_text(
         &self,
         query: &str,
@@ -638,7 +703,7 @@ impl Db {
             keyspace: ks.to_string(),
             name: name.map(str::to_string),
         };
-        let _ = self.events.send(c.clone());
+        let _ = self.events.send(Event::Schema(c.clone()));
         Outcome::SchemaChange(c)
     }
 
@@ -736,7 +801,7 @@ impl Db {
             None => None,
         };
         let all_rows: Vec<Cells> = match &tref {
-            TableRef::System(sys) => system::rows(self, sys),
+            TableRef::System(sys) => system::rows(self, sys, opts.node),
             TableRef::User(t) => {
                 let data = t.data.lock().unwrap_or_else(|e| e.into_inner());
                 let pkeys = partition_keys(&s, &filters);
@@ -1196,6 +1261,39 @@ pub fn metadata_id(cols: Option<&[(String, ColType)]>) -> [u8; 16] {
     }
     let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
     util::md5(&refs)
+}
+
+/// The value of each partition key column of `s` given by `stmt` (an INSERT's column, or
+/// a WHERE equality with one term), serialized, in partition key order; None unless all are.
+fn routing_key(s: &TableSchema, stmt: &Statement, ctx: &Ctx) -> Option<Vec<Vec<u8>>> {
+    s.pk.iter()
+        .map(|&pki| {
+            let col = s.columns.get(pki)?;
+            let term = match stmt {
+                Statement::Insert {
+                    columns, values, ..
+                } => columns
+                    .iter()
+                    .zip(values)
+                    .find(|(c, _)| s.col(c) == Some(pki))
+                    .map(|(_, t)| t)?,
+                Statement::Select { conds, .. }
+                | Statement::Update { conds, .. }
+                | Statement::Delete { conds, .. } => conds
+                    .iter()
+                    .filter(|c| s.col(&c.column) == Some(pki) && matches!(c.op, Op::Eq))
+                    .find_map(|c| match &c.rhs {
+                        Rhs::One(t) => Some(t),
+                        Rhs::List(_) => None,
+                    })?,
+                _ => return None,
+            };
+            match eval(term, &col.ty, &col.name, ctx) {
+                Ok(Cell::Val(v)) => Some(v),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 fn prepared_table(s: &Statement) -> Option<&QName> {
@@ -1901,7 +1999,7 @@ mod tests {
     use super::*;
 
     fn db() -> Db {
-        Db::new(system::NodeInfo::for_tests())
+        Db::new(vec![system::NodeInfo::for_tests()])
     }
 
     fn run(db: &Db, ks: Option<&str>, q: &str) -> QResult<Outcome> {
@@ -1990,5 +2088,106 @@ mod tests {
             }
         }
         assert_eq!((seen, pages), (5, 3));
+    }
+
+    #[test]
+    fn routing_names_the_table_and_the_bound_partition_key() {
+        let d = db();
+        run(&d, None, "CREATE KEYSPACE k WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}").unwrap();
+        run(
+            &d,
+            Some("k"),
+            "CREATE TABLE t (p int, c int, v text, PRIMARY KEY (p, c))",
+        )
+        .unwrap();
+        run(
+            &d,
+            Some("k"),
+            "CREATE TABLE two (a int, b text, v int, PRIMARY KEY ((a, b)))",
+        )
+        .unwrap();
+        let route = |q: &str, values: Vec<BoundValue>| {
+            let parsed = cql::parse(q).unwrap();
+            let opts = ExecOptions {
+                values,
+                ..Default::default()
+            };
+            d.routing(&parsed, Some("k"), &opts)
+        };
+        let one = BoundValue::Bytes(vec![0, 0, 0, 1]);
+        let key = Some(vec![vec![0, 0, 0, 1]]);
+        let r = route(
+            "SELECT * FROM t WHERE p = ? AND c = ?",
+            vec![one.clone(), one.clone()],
+        );
+        assert_eq!(r.table.as_deref(), Some("k.t"));
+        assert_eq!(r.key, key);
+        let r = route(
+            "INSERT INTO t (c, p, v) VALUES (?, ?, 'x')",
+            vec![BoundValue::Bytes(vec![0, 0, 0, 9]), one.clone()],
+        );
+        assert_eq!(r.key, key);
+        assert_eq!(
+            route("UPDATE t SET v = 'y' WHERE p = 1 AND c = 2", vec![]).key,
+            key
+        );
+        assert_eq!(route("DELETE FROM k.t WHERE p = 1", vec![]).key, key);
+        // Not a single partition, or not all bound: the table only.
+        let r = route("SELECT * FROM t WHERE p IN (1, 2)", vec![]);
+        assert_eq!((r.table.as_deref(), r.key), (Some("k.t"), None));
+        assert_eq!(route("SELECT * FROM t", vec![]).key, None);
+        assert_eq!(
+            route("SELECT * FROM t WHERE p = ?", vec![BoundValue::Null]).key,
+            None
+        );
+        assert_eq!(
+            route("SELECT * FROM t WHERE p = ?", vec![]).key,
+            None,
+            "values missing"
+        );
+        // Composite keys in partition key order, whatever the order in the statement.
+        let r = route("SELECT * FROM two WHERE b = 'x' AND a = 1", vec![]);
+        assert_eq!(r.key, Some(vec![vec![0, 0, 0, 1], b"x".to_vec()]));
+        // System tables and statements without a table.
+        let r = route("SELECT * FROM system.peers", vec![]);
+        assert_eq!((r.table.as_deref(), r.key), (Some("system.peers"), None));
+        assert_eq!(route("USE k", vec![]), Routing::default());
+        assert_eq!(route("SELECT * FROM nope", vec![]), Routing::default());
+        let r = route("BEGIN BATCH INSERT INTO t (p, c) VALUES (1, 1); INSERT INTO t (p, c) VALUES (2, 1); APPLY BATCH", vec![]);
+        assert_eq!((r.table.as_deref(), r.key), (Some("k.t"), key));
+    }
+
+    #[test]
+    fn system_peers_answer_as_the_serving_node() {
+        let mut a = system::NodeInfo::for_tests();
+        let mut b = system::NodeInfo::for_tests();
+        b.address = "127.0.0.2".parse().unwrap();
+        b.host_id = [2; 16];
+        a.tokens = vec![-5];
+        b.tokens = vec![5];
+        let d = Db::new(vec![a, b]);
+        let as_node = |node: usize, q: &str| {
+            let opts = ExecOptions {
+                node,
+                ..Default::default()
+            };
+            rows(d.execute_text(q, None, &opts).unwrap())
+        };
+        assert_eq!(
+            as_node(0, "SELECT peer FROM system.peers"),
+            vec![vec![Some(vec![127, 0, 0, 2])]]
+        );
+        assert_eq!(
+            as_node(1, "SELECT peer FROM system.peers"),
+            vec![vec![Some(vec![127, 0, 0, 1])]]
+        );
+        assert_eq!(
+            as_node(1, "SELECT rpc_address FROM system.local"),
+            vec![vec![Some(vec![127, 0, 0, 2])]]
+        );
+        assert_eq!(
+            (d.owner(-10), d.owner(0), d.owner(6)),
+            (Some(0), Some(1), Some(0))
+        );
     }
 }

@@ -1,13 +1,15 @@
 //! Connections: the handshake, authentication, request dispatch and response framing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::db::{self, CqlError, Db, ExecOptions, Outcome, ResultSet};
+use crate::cluster::{Records, Served};
+use crate::db::{self, CqlError, Db, Event, ExecOptions, Outcome, ResultSet, Routing};
 use crate::frame::*;
 use crate::wire::*;
 
@@ -23,6 +25,26 @@ pub struct Config {
     pub quiet: bool,
 }
 
+/// Which node a connection was accepted by, and what it reports to.
+pub struct Serving {
+    /// The index of the node in `Db::nodes`.
+    pub node: usize,
+    /// Where served requests are recorded, when they are.
+    pub records: Option<Arc<Records>>,
+    /// Turns true when the node stops: the connection then closes.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Returns once `stop` turns true (or its sender is gone).
+pub async fn until_stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// REGISTER event types, as bits of `Conn::registered`.
+const EVENT_SCHEMA: u8 = 0x01;
+const EVENT_STATUS: u8 = 0x02;
+const EVENT_TOPOLOGY: u8 = 0x04;
+
 /// What the reader hands to the writer.
 enum Out {
     /// A complete envelope (body already compressed for v4).
@@ -35,7 +57,14 @@ enum Out {
 
 const MAX_BUFFERED: usize = MAX_BODY + 64 * 1024;
 
-pub async fn handle(stream: TcpStream, db: Arc<Db>, cfg: Arc<Config>) {
+/// Serves one client connection until it closes, or until the node stops (then it is
+/// closed at once, with whatever was not written yet).
+pub async fn handle(stream: TcpStream, db: Arc<Db>, cfg: Arc<Config>, serving: Serving) {
+    let Serving {
+        node,
+        records,
+        mut stop,
+    } = serving;
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -99,7 +128,12 @@ pub async fn handle(stream: TcpStream, db: Arc<Db>, cfg: Arc<Config>) {
         partial: Vec::new(),
         peer: peer.clone(),
         events: None,
+        registered: Arc::new(AtomicU8::new(0)),
+        node,
+        records,
+        noted: false,
     };
+    let mut stopped = false;
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut start = 0usize;
     'outer: loop {
@@ -120,9 +154,15 @@ pub async fn handle(stream: TcpStream, db: Arc<Db>, cfg: Arc<Config>) {
             break;
         }
         buf.reserve(64 * 1024);
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        tokio::select! {
+            read = rd.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            _ = until_stopped(&mut stop) => {
+                stopped = true;
+                break;
+            }
         }
     }
     let _ = tx.send(Out::Close);
@@ -131,6 +171,10 @@ pub async fn handle(stream: TcpStream, db: Arc<Db>, cfg: Arc<Config>) {
     }
     drop(conn);
     drop(tx);
+    if stopped {
+        // A node going down does not flush: a client that does not read must not hold it.
+        writer.abort();
+    }
     let _ = writer.await;
 }
 
@@ -149,6 +193,13 @@ struct Conn {
     partial: Vec<u8>,
     peer: String,
     events: Option<tokio::task::JoinHandle<()>>,
+    /// The event types REGISTERed (EVENT_* bits), shared with the event task.
+    registered: Arc<AtomicU8>,
+    /// The index of the node serving the connection in `Db::nodes`.
+    node: usize,
+    records: Option<Arc<Records>>,
+    /// Whether the request being handled has been recorded.
+    noted: bool,
 }
 
 impl Conn {
@@ -318,7 +369,12 @@ impl Conn {
         } else {
             body
         };
-        match self.request(&h, &body) {
+        self.noted = false;
+        let res = self.request(&h, &body);
+        if !self.noted {
+            self.note(h.opcode, Routing::default());
+        }
+        match res {
             Ok(()) => Ok(()),
             Err(Fail::Error(e)) => {
                 self.send_error(h.stream, &e);
@@ -328,8 +384,55 @@ impl Conn {
         }
     }
 
+    /// Records the request being handled as served (before it is answered, so that a
+    /// client that has its answer finds it in the record), once.
+    fn note(&mut self, opcode: u8, routing: Routing) {
+        if self.noted {
+            return;
+        }
+        self.noted = true;
+        let Some(records) = &self.records else {
+            return;
+        };
+        let Some(node) = self.db.nodes.get(self.node) else {
+            return;
+        };
+        let token = routing
+            .key
+            .as_deref()
+            .map(|k| crate::token::token(&crate::token::partition_key(k)));
+        let owner = token
+            .and_then(|t| self.db.owner(t))
+            .and_then(|i| self.db.nodes.get(i))
+            .map(|n| std::net::SocketAddr::new(n.address, n.native_port));
+        records.served(Served {
+            node: std::net::SocketAddr::new(node.address, node.native_port),
+            client: self.peer.clone(),
+            opcode: opcode_name(opcode),
+            table: routing.table,
+            token,
+            owner,
+        });
+    }
+
+    /// What a statement addresses, computed only when requests are recorded.
+    fn routing(
+        &self,
+        parsed: &crate::cql::Parsed,
+        ks: Option<&str>,
+        opts: &ExecOptions,
+    ) -> Routing {
+        match self.records {
+            Some(_) => self.db.routing(parsed, ks, opts),
+            None => Routing::default(),
+        }
+    }
+
     fn request(&mut self, h: &Header, body: &[u8]) -> Result<(), Fail> {
         let v = h.version();
+        if !matches!(h.opcode, OP_QUERY | OP_PREPARE | OP_EXECUTE | OP_BATCH) {
+            self.note(h.opcode, Routing::default());
+        }
         let mut r = Reader::new(body);
         // Custom payload (request flag 0x04) precedes the body: skipped.
         if h.flags & 0x04 != 0 {
@@ -441,18 +544,31 @@ impl Conn {
                 ),
             ))),
             OP_REGISTER => {
-                let events = r.string_list()?;
-                if events.iter().any(|e| e == "SCHEMA_CHANGE") && self.events.is_none() {
+                let mut kinds = 0;
+                for e in r.string_list()? {
+                    kinds |= match e.as_str() {
+                        "SCHEMA_CHANGE" => EVENT_SCHEMA,
+                        "STATUS_CHANGE" => EVENT_STATUS,
+                        "TOPOLOGY_CHANGE" => EVENT_TOPOLOGY,
+                        _ => 0,
+                    };
+                }
+                self.registered.fetch_or(kinds, Ordering::Relaxed);
+                if kinds != 0 && self.events.is_none() {
                     let mut rx = self.db.events.subscribe();
                     let tx = self.tx.clone();
                     let comp = self.compression;
+                    let db = self.db.clone();
+                    let node = self.node;
+                    let registered = self.registered.clone();
                     tracing_free_event_task(&mut self.events, async move {
                         loop {
                             match rx.recv().await {
-                                Ok(c) => {
-                                    let mut b = Vec::new();
-                                    put_string(&mut b, "SCHEMA_CHANGE");
-                                    schema_change_body(&mut b, &c);
+                                Ok(e) => {
+                                    let kinds = registered.load(Ordering::Relaxed);
+                                    let Some(b) = event_body(&db, node, kinds, &e) else {
+                                        continue;
+                                    };
                                     let env = if comp != Compression::None && v < 5 {
                                         encode_envelope(
                                             v,
@@ -481,9 +597,18 @@ impl Conn {
             }
             OP_QUERY => {
                 let query = r.long_string()?;
-                let p = read_params(&mut r, v)?;
+                let mut p = read_params(&mut r, v)?;
+                p.exec.node = self.node;
                 let ks = p.keyspace.clone().or_else(|| self.keyspace.clone());
-                let res = self.db.execute_text(&query, ks.as_deref(), &p.exec);
+                let parsed = crate::cql::parse(&query);
+                let routing = match &parsed {
+                    Ok(parsed) => self.routing(parsed, ks.as_deref(), &p.exec),
+                    Err(_) => Routing::default(),
+                };
+                self.note(h.opcode, routing);
+                let res = parsed
+                    .map_err(|e| CqlError::syntax(e.0))
+                    .and_then(|parsed| self.db.execute(&parsed, ks.as_deref(), &p.exec));
                 self.finish(h, v, tracing, res, &p, None)
             }
             OP_PREPARE => {
@@ -499,6 +624,11 @@ impl Conn {
                     .db
                     .prepare(&query, ks.as_deref())
                     .map_err(Fail::Error)?;
+                // The table only: no values are bound yet.
+                let table = self
+                    .routing(&p.parsed, ks.as_deref(), &ExecOptions::default())
+                    .table;
+                self.note(h.opcode, Routing { table, key: None });
                 let mut b = Vec::new();
                 put_i32(&mut b, 4);
                 put_short_bytes(&mut b, &p.id);
@@ -546,12 +676,15 @@ impl Conn {
             OP_EXECUTE => {
                 let id = r.short_bytes()?;
                 let md_id = if v >= 5 { Some(r.short_bytes()?) } else { None };
-                let p = read_params(&mut r, v)?;
+                let mut p = read_params(&mut r, v)?;
+                p.exec.node = self.node;
                 let prep = self
                     .db
                     .get_prepared(&id)
                     .ok_or_else(|| Fail::Error(CqlError::unprepared(&id)))?;
                 let ks = prep.keyspace.clone().or_else(|| self.keyspace.clone());
+                let routing = self.routing(&prep.parsed, ks.as_deref(), &p.exec);
+                self.note(h.opcode, routing);
                 let res = self.db.execute(&prep.parsed, ks.as_deref(), &p.exec);
                 let md = md_id.map(|m| (m, prep.result_metadata_id));
                 self.finish(h, v, tracing, res, &p, md)
@@ -625,9 +758,22 @@ impl Conn {
                         )));
                     }
                 }
+                let routing = match plan.first() {
+                    Some((parsed, pks, vals)) => {
+                        let opts = ExecOptions {
+                            values: vals.clone(),
+                            node: self.node,
+                            ..Default::default()
+                        };
+                        self.routing(parsed, pks.as_deref(), &opts)
+                    }
+                    None => Routing::default(),
+                };
+                self.note(h.opcode, routing);
                 for (parsed, pks, vals) in plan {
                     let opts = ExecOptions {
                         values: vals,
+                        node: self.node,
                         ..Default::default()
                     };
                     self.db
@@ -812,6 +958,26 @@ fn write_rows(b: &mut Vec<u8>, v: u8, rs: &ResultSet, skip: bool, changed: Optio
             put_bytes(b, c.as_deref());
         }
     }
+}
+
+/// The body of the EVENT telling connection of node `node` about `e`, if it registered
+/// for that kind (`kinds`, EVENT_* bits) and the event is not about its own node.
+fn event_body(db: &Db, node: usize, kinds: u8, e: &Event) -> Option<Vec<u8>> {
+    let mut b = Vec::new();
+    match e {
+        Event::Schema(c) if kinds & EVENT_SCHEMA != 0 => {
+            put_string(&mut b, "SCHEMA_CHANGE");
+            schema_change_body(&mut b, c);
+        }
+        Event::Status { node: about, up } if kinds & EVENT_STATUS != 0 && *about != node => {
+            let n = db.nodes.get(*about)?;
+            put_string(&mut b, "STATUS_CHANGE");
+            put_string(&mut b, if *up { "UP" } else { "DOWN" });
+            put_inet(&mut b, std::net::SocketAddr::new(n.address, n.native_port));
+        }
+        _ => return None,
+    }
+    Some(b)
 }
 
 fn schema_change_body(b: &mut Vec<u8>, c: &db::SchemaChange) {

@@ -8,14 +8,36 @@ use std::sync::{Arc, OnceLock};
 use crate::db::{Cells, Db, Kind, TableSchema};
 use crate::types::*;
 
-/// What system.local says about this node.
+/// What system.local says about a node, and its row in the other nodes' system.peers.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
+    /// The address it serves CQL on (rpc_address, broadcast_address and listen_address).
     pub address: IpAddr,
     pub native_port: u16,
     pub host_id: [u8; 16],
+    pub data_center: String,
+    pub rack: String,
+    /// Its Murmur3Partitioner tokens.
+    pub tokens: Vec<i64>,
     pub cluster_name: String,
     pub gossip_generation: i32,
+}
+
+/// The data centre of a node that does not name one, as Cassandra's default snitch says.
+pub const DEFAULT_DATA_CENTER: &str = "datacenter1";
+/// The rack of a node that does not name one.
+pub const DEFAULT_RACK: &str = "rack1";
+/// The storage (gossip) port Cassandra listens on by default, reported as such.
+const STORAGE_PORT: i32 = 7000;
+
+/// The host id of the node at `index`: stable and distinct per node, a version-4 UUID
+/// `00000000-0000-4000-8000-0000000000NN` with NN = index + 1.
+pub fn host_id(index: usize) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[6] = 0x40;
+    id[8] = 0x80;
+    id[12..].copy_from_slice(&(index as u32).wrapping_add(1).to_be_bytes());
+    id
 }
 
 #[cfg(test)]
@@ -25,6 +47,9 @@ impl NodeInfo {
             address: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             native_port: 9042,
             host_id: [1; 16],
+            data_center: DEFAULT_DATA_CENTER.into(),
+            rack: DEFAULT_RACK.into(),
+            tokens: vec![0],
             cluster_name: "cql-devserver".into(),
             gossip_generation: 1,
         }
@@ -459,8 +484,17 @@ fn column_rows(out: &mut Vec<Cells>, sys: &TableSchema, t: &TableSchema) {
     }
 }
 
-/// All rows of a system table, generated now.
-pub fn rows(db: &Db, sys: &TableSchema) -> Vec<Cells> {
+/// A node's tokens as the set<text> of system.local and system.peers (sets are sorted).
+fn v_tokens(tokens: &[i64]) -> Option<Vec<u8>> {
+    let mut texts: Vec<String> = tokens.iter().map(i64::to_string).collect();
+    texts.sort();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    v_text_list(&refs)
+}
+
+/// All rows of a system table, generated now, as the node at index `node` of
+/// `db.nodes` answers them: system.local is that node, system.peers(_v2) the others.
+pub fn rows(db: &Db, sys: &TableSchema, node: usize) -> Vec<Cells> {
     let schema = db.schema.read().unwrap_or_else(|e| e.into_inner());
     let user_tables = || {
         schema
@@ -469,38 +503,85 @@ pub fn rows(db: &Db, sys: &TableSchema) -> Vec<Cells> {
             .flat_map(|k| k.tables.values().map(|t| t.schema.clone()))
             .collect::<Vec<_>>()
     };
+    let peers = || {
+        db.nodes
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != node)
+            .map(|(_, n)| n)
+    };
     let mut out = Vec::new();
     match (sys.keyspace.as_str(), sys.name.as_str()) {
         ("system", "local") => {
-            let n = &db.node;
-            out.push(row(
-                sys,
-                vec![
-                    ("key", v_text("local")),
-                    ("bootstrapped", v_text("COMPLETED")),
-                    ("broadcast_address", v_inet(n.address)),
-                    ("broadcast_port", v_int(7000)),
-                    ("cluster_name", v_text(&n.cluster_name)),
-                    ("cql_version", v_text(CQL_VERSION)),
-                    ("data_center", v_text("datacenter1")),
-                    ("gossip_generation", v_int(n.gossip_generation)),
-                    ("host_id", v_uuid(n.host_id)),
-                    ("listen_address", v_inet(n.address)),
-                    ("listen_port", v_int(7000)),
-                    ("native_protocol_version", v_text("5")),
-                    (
-                        "partitioner",
-                        v_text("org.apache.cassandra.dht.Murmur3Partitioner"),
-                    ),
-                    ("rack", v_text("rack1")),
-                    ("release_version", v_text(RELEASE_VERSION)),
-                    ("rpc_address", v_inet(n.address)),
-                    ("rpc_port", v_int(n.native_port as i32)),
-                    ("schema_version", v_uuid(schema.version)),
-                    ("tokens", v_text_list(&["0"])),
-                    ("truncated_at", None),
-                ],
-            ));
+            if let Some(n) = db.nodes.get(node) {
+                out.push(row(
+                    sys,
+                    vec![
+                        ("key", v_text("local")),
+                        ("bootstrapped", v_text("COMPLETED")),
+                        ("broadcast_address", v_inet(n.address)),
+                        ("broadcast_port", v_int(STORAGE_PORT)),
+                        ("cluster_name", v_text(&n.cluster_name)),
+                        ("cql_version", v_text(CQL_VERSION)),
+                        ("data_center", v_text(&n.data_center)),
+                        ("gossip_generation", v_int(n.gossip_generation)),
+                        ("host_id", v_uuid(n.host_id)),
+                        ("listen_address", v_inet(n.address)),
+                        ("listen_port", v_int(STORAGE_PORT)),
+                        ("native_protocol_version", v_text("5")),
+                        (
+                            "partitioner",
+                            v_text("org.apache.cassandra.dht.Murmur3Partitioner"),
+                        ),
+                        ("rack", v_text(&n.rack)),
+                        ("release_version", v_text(RELEASE_VERSION)),
+                        ("rpc_address", v_inet(n.address)),
+                        ("rpc_port", v_int(n.native_port as i32)),
+                        ("schema_version", v_uuid(schema.version)),
+                        ("tokens", v_tokens(&n.tokens)),
+                        ("truncated_at", None),
+                    ],
+                ));
+            }
+        }
+        ("system", "peers") => {
+            for n in peers() {
+                out.push(row(
+                    sys,
+                    vec![
+                        ("peer", v_inet(n.address)),
+                        ("data_center", v_text(&n.data_center)),
+                        ("host_id", v_uuid(n.host_id)),
+                        ("preferred_ip", v_inet(n.address)),
+                        ("rack", v_text(&n.rack)),
+                        ("release_version", v_text(RELEASE_VERSION)),
+                        ("rpc_address", v_inet(n.address)),
+                        ("schema_version", v_uuid(schema.version)),
+                        ("tokens", v_tokens(&n.tokens)),
+                    ],
+                ));
+            }
+        }
+        ("system", "peers_v2") => {
+            for n in peers() {
+                out.push(row(
+                    sys,
+                    vec![
+                        ("peer", v_inet(n.address)),
+                        ("peer_port", v_int(STORAGE_PORT)),
+                        ("data_center", v_text(&n.data_center)),
+                        ("host_id", v_uuid(n.host_id)),
+                        ("native_address", v_inet(n.address)),
+                        ("native_port", v_int(n.native_port as i32)),
+                        ("preferred_ip", v_inet(n.address)),
+                        ("preferred_port", v_int(STORAGE_PORT)),
+                        ("rack", v_text(&n.rack)),
+                        ("release_version", v_text(RELEASE_VERSION)),
+                        ("schema_version", v_uuid(schema.version)),
+                        ("tokens", v_tokens(&n.tokens)),
+                    ],
+                ));
+            }
         }
         ("system_schema", "keyspaces") => {
             for ks in SCHEMA_KEYSPACES {
@@ -578,8 +659,115 @@ pub fn rows(db: &Db, sys: &TableSchema) -> Vec<Cells> {
                 }
             }
         }
-        // peers, peers_v2, types, functions, aggregates, views, indexes, triggers: empty.
+        // types, functions, aggregates, views, indexes, triggers: empty.
         _ => {}
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::decode_collection;
+
+    /// A store served by three nodes on 127.0.0.1-3, port 9042, the third in dc2/r3.
+    fn cluster() -> Db {
+        let tokens = crate::token::evenly_spaced(3, 4);
+        let nodes = (0..3)
+            .zip(tokens)
+            .map(|(i, tokens)| NodeInfo {
+                address: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, i as u8 + 1)),
+                native_port: 9042,
+                host_id: host_id(i),
+                data_center: if i == 2 { "dc2" } else { DEFAULT_DATA_CENTER }.into(),
+                rack: if i == 2 { "r3" } else { DEFAULT_RACK }.into(),
+                tokens,
+                cluster_name: "cql-devserver".into(),
+                gossip_generation: 1,
+            })
+            .collect();
+        Db::new(nodes)
+    }
+
+    fn cell(t: &TableSchema, row: &Cells, name: &str) -> Option<Vec<u8>> {
+        t.col(name).and_then(|i| row[i].clone())
+    }
+
+    fn tokens(t: &TableSchema, row: &Cells) -> Vec<i64> {
+        let b = cell(t, row, "tokens").unwrap();
+        let mut v: Vec<i64> = decode_collection(&b, 1)
+            .unwrap()
+            .iter()
+            .map(|e| std::str::from_utf8(&e[0]).unwrap().parse().unwrap())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn host_ids_are_distinct_and_stable() {
+        assert_eq!(
+            crate::util::hex(&host_id(0)),
+            "00000000000040008000000000000001"
+        );
+        assert_ne!(host_id(1), host_id(2));
+    }
+
+    #[test]
+    fn each_node_is_local_to_itself_and_a_peer_of_the_others() {
+        let db = cluster();
+        let local = table("system", "local").unwrap();
+        let peers = table("system", "peers").unwrap();
+        let peers_v2 = table("system", "peers_v2").unwrap();
+        for node in 0..3 {
+            let me = &db.nodes[node];
+            let l = rows(&db, &local, node);
+            assert_eq!(l.len(), 1);
+            for col in ["rpc_address", "broadcast_address", "listen_address"] {
+                assert_eq!(cell(&local, &l[0], col), v_inet(me.address), "{col}");
+            }
+            assert_eq!(cell(&local, &l[0], "rpc_port"), v_int(9042));
+            assert_eq!(cell(&local, &l[0], "host_id"), v_uuid(host_id(node)));
+            assert_eq!(cell(&local, &l[0], "data_center"), v_text(&me.data_center));
+            assert_eq!(tokens(&local, &l[0]), me.tokens);
+
+            let p = rows(&db, &peers, node);
+            let p2 = rows(&db, &peers_v2, node);
+            let others: Vec<&NodeInfo> = (0..3)
+                .filter(|i| *i != node)
+                .map(|i| &db.nodes[i])
+                .collect();
+            assert_eq!(p.len(), 2);
+            assert_eq!(p2.len(), 2);
+            for ((row, row2), other) in p.iter().zip(&p2).zip(others) {
+                assert_eq!(cell(&peers, row, "peer"), v_inet(other.address));
+                assert_eq!(cell(&peers, row, "rpc_address"), v_inet(other.address));
+                assert_eq!(cell(&peers, row, "host_id"), v_uuid(other.host_id));
+                assert_eq!(cell(&peers, row, "rack"), v_text(&other.rack));
+                assert_eq!(cell(&peers, row, "data_center"), v_text(&other.data_center));
+                assert_eq!(tokens(&peers, row), other.tokens);
+                assert_eq!(
+                    cell(&peers_v2, row2, "native_address"),
+                    v_inet(other.address)
+                );
+                assert_eq!(cell(&peers_v2, row2, "native_port"), v_int(9042));
+                assert_eq!(cell(&peers_v2, row2, "peer_port"), v_int(7000));
+                assert_eq!(cell(&peers_v2, row2, "host_id"), v_uuid(other.host_id));
+                assert_eq!(tokens(&peers_v2, row2), other.tokens);
+            }
+        }
+        // Node 2 (127.0.0.2) sees 127.0.0.1 and 127.0.0.3, the latter in dc2/r3.
+        let p = rows(&db, &peers, 1);
+        assert_eq!(cell(&peers, &p[0], "peer"), Some(vec![127, 0, 0, 1]));
+        assert_eq!(cell(&peers, &p[1], "peer"), Some(vec![127, 0, 0, 3]));
+        assert_eq!(cell(&peers, &p[1], "data_center"), v_text("dc2"));
+    }
+
+    #[test]
+    fn a_single_node_has_no_peers() {
+        let db = Db::new(vec![NodeInfo::for_tests()]);
+        assert!(rows(&db, &table("system", "peers").unwrap(), 0).is_empty());
+        assert!(rows(&db, &table("system", "peers_v2").unwrap(), 0).is_empty());
+        assert_eq!(rows(&db, &table("system", "local").unwrap(), 0).len(), 1);
+    }
 }

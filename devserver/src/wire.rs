@@ -166,9 +166,35 @@ pub fn put_string_list(out: &mut Vec<u8>, l: &[&str]) {
     }
 }
 
+/// An [inet]: one byte of address length, the address, then the port as an [int].
+pub fn put_inet(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
+    match addr.ip() {
+        std::net::IpAddr::V4(a) => {
+            out.push(4);
+            out.extend_from_slice(&a.octets());
+        }
+        std::net::IpAddr::V6(a) => {
+            out.push(16);
+            out.extend_from_slice(&a.octets());
+        }
+    }
+    put_i32(out, i32::from(addr.port()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inet_is_length_address_port() {
+        let mut b = Vec::new();
+        put_inet(&mut b, "127.0.0.2:9042".parse().unwrap());
+        assert_eq!(b, [4, 127, 0, 0, 2, 0, 0, 0x23, 0x52]);
+        let mut b = Vec::new();
+        put_inet(&mut b, "[::1]:1".parse().unwrap());
+        assert_eq!(b.len(), 1 + 16 + 4);
+        assert_eq!(b[0], 16);
+    }
 
     #[test]
     fn short_reads_are_errors() {
