@@ -38,7 +38,7 @@ lint:
 
 # Every fuzz target for a few seconds: they build and do not crash at once. Long runs:
 #   cd fuzz && cargo +nightly fuzz run TARGET -- -max_total_time=600
-FUZZ_TARGETS = envelope segment bodies classify session token
+FUZZ_TARGETS = envelope segment bodies classify session token topology
 FUZZ_SECONDS ?= 10
 fuzz-smoke:
 	mkdir -p target
