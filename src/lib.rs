@@ -6,6 +6,7 @@
 //! - [`identity`]: who the client is (OIDC tokens, TLS client certificates);
 //! - [`policy`]: what an identity may do (roles, grants, guardrails);
 //! - [`audit`]: audit records, their filters and their lines (JSON, Cassandra's format);
+//! - [`topology`]: the cluster as clients see it (system.local/peers rows, topology events);
 //! - [`session`]: the per-connection state machine that the NGINX filter feeds with bytes.
 //!
 //! Every `unsafe` NGINX call lives in [`nginx`].
@@ -16,6 +17,7 @@ pub mod codec;
 pub mod identity;
 pub mod policy;
 pub mod session;
+pub mod topology;
 
 mod nginx;
 

@@ -719,3 +719,91 @@ fn a_reload_that_shares_the_audit_file_after_the_stream_block_keeps_the_master()
     assert!(std::path::Path::new(&format!("/proc/{}", nginx.pid())).exists());
     nginx.stop();
 }
+
+#[test]
+fn topology_layouts_are_accepted_and_their_mistakes_refused() {
+    let f = files("topology");
+    let gate = format!(
+        "cql on;\ncql_auth jwt;\ncql_jwt_secret {};\ncql_policy {};",
+        f.secret, f.policy
+    );
+    let body = format!(
+        "cql_topology_node 10.0.1.1:9042 127.0.0.1:{a};\n\
+         cql_topology_node [2001:db8::2]:9042 127.0.0.2:{a};\n\
+         server {{\nlisten 127.0.0.1:{a};\nproxy_pass 10.0.1.1:9042;\n{gate}\ncql_topology nodes;\n}}\n\
+         server {{\nlisten 127.0.0.1:{b};\nproxy_pass 10.0.1.1:9042;\n{gate}\n\
+         cql_topology proxy 127.0.0.1:{b} 127.0.0.3:{b};\n}}\n\
+         server {{\nlisten 127.0.0.1:{c};\nproxy_pass 10.0.1.1:9042;\n{gate}\ncql_topology off;\n}}",
+        a = free_port(),
+        b = free_port(),
+        c = free_port(),
+    );
+    let (ok, said, _) = test_config("topology-accepted", &config_with_stream(&body));
+    assert!(ok, "{said}");
+
+    // The server's line 8: the directive after the gate's four lines.
+    for (i, (directives, line, reason)) in [
+        (
+            "cql_topology nodes;".to_string(),
+            8,
+            "\"cql_topology nodes\" needs \"cql_topology_node\": without a map every peer would \
+             be left out",
+        ),
+        (
+            "cql_topology_node 10.0.1.1:9042 10.0.0.1:9042;".to_string(),
+            8,
+            "\"cql_topology_node\" needs \"cql_topology nodes\"",
+        ),
+        (
+            "cql_topology_node 10.0.1.1:9042 10.0.0.1:9042;\ncql_topology_node 10.0.1.1:9042 10.0.0.2:9042;".to_string(),
+            9,
+            "\"cql_topology_node\" maps node 10.0.1.1:9042 twice",
+        ),
+        (
+            "cql_topology_node 10.0.1.1:9042 10.0.0.1:9042;\ncql_topology_node 10.0.1.2:9042 10.0.0.1:9042;".to_string(),
+            9,
+            "\"cql_topology_node\" maps 10.0.0.1:9042 to node 10.0.1.2:9042, but it fronts node 10.0.1.1:9042 already",
+        ),
+        (
+            "cql_topology_node cassandra-1:9042 10.0.0.1:9042;".to_string(),
+            8,
+            "\"cql_topology_node\" invalid address \"cassandra-1:9042\": expected IP:PORT, e.g. 10.0.0.1:9042 or [2001:db8::1]:9042",
+        ),
+        (
+            "cql_topology proxy 10.0.0.1;".to_string(),
+            8,
+            "\"cql_topology\" invalid address \"10.0.0.1\": expected IP:PORT, e.g. 10.0.0.1:9042 or [2001:db8::1]:9042",
+        ),
+        (
+            "cql_topology nodes 10.0.0.1:9042;".to_string(),
+            8,
+            "\"cql_topology\" \"nodes\" takes no addresses",
+        ),
+        (
+            "cql_topology peers;".to_string(),
+            8,
+            "\"cql_topology\" invalid value \"peers\": expected off, proxy or nodes",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (said, conf) = refused(
+            &format!("topology-{i}"),
+            &server_with(&format!("{gate}\n{directives}")),
+        );
+        said_at(&said, &conf, line, reason);
+    }
+
+    // Without the gate nothing would be rewritten: refused where it says so.
+    let (said, conf) = refused(
+        "topology-without-auth",
+        &server_with("cql on;\ncql_topology proxy;"),
+    );
+    said_at(
+        &said,
+        &conf,
+        5,
+        "\"cql_topology\" needs \"cql_auth\": without it the proxy only watches and rewrites no answer",
+    );
+}

@@ -14,6 +14,7 @@ use ngx_stream_cql_module::audit;
 use ngx_stream_cql_module::codec::segment::write_segment;
 use ngx_stream_cql_module::codec::{Framing, Opcode};
 use ngx_stream_cql_module::policy::Policy;
+use ngx_stream_cql_module::topology::Topology;
 use ngx_stream_cql_module::session::{
     Action, AuthMode, Capacities, Config, Direction, Limits, Session, Shared, StreamReuse,
 };
@@ -52,6 +53,18 @@ fn session(redact_literals: bool, model: bool, wait: bool) -> Session {
                     })),
                     allow_unbound: false,
                     stream_reuse: if i & 4 != 0 { StreamReuse::Wait } else { StreamReuse::Refuse },
+                    // Both layouts that rewrite answers, so held topology answers and events
+                    // are fuzzed too.
+                    topology: if i & 1 != 0 {
+                        Topology::Nodes {
+                            map: vec![(
+                                "127.0.0.1:9042".parse().expect("address"),
+                                "127.0.0.2:9042".parse().expect("address"),
+                            )],
+                        }
+                    } else {
+                        Topology::default()
+                    },
                 })
             })
             .collect();
@@ -65,6 +78,7 @@ fn session(redact_literals: bool, model: bool, wait: bool) -> Session {
         tokens: 16,
     };
     let mut s = Session::new(config, Rc::new(RefCell::new(Shared::new(small))), None);
+    s.set_local_address("127.0.0.2:9042".parse().expect("address"));
     s.open_audit(audit::Peer::default(), common::NOW * 1000, 0);
     s
 }

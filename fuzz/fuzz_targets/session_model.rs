@@ -4,7 +4,9 @@
 //! order, in the keyspace it is in when it runs each request, as Cassandra may. Invariants:
 //! - every statement the server runs, in the keyspace the server runs it in, is one the
 //!   policy allows (the keyspace decided is the keyspace the server was told);
-//! - no request reaches the server on a stream id that has one there already.
+//! - no request reaches the server on a stream id that has one there already;
+//! - what reaches the client is valid CQL, and never names a node the topology does not map
+//!   (the model answers `system.peers` with a mapped node and an unmapped one).
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
@@ -18,7 +20,8 @@ use ngx_stream_cql_module::policy::{DecisionCache, Policy, RoleSet};
 use ngx_stream_cql_module::session::{Action, Session};
 
 /// The statements the client may send.
-const TEXTS: [&str; 9] = [
+const TEXTS: [&str; 10] = [
+    PEERS,
     "SELECT * FROM t",
     "INSERT INTO t (k) VALUES (1)",
     "DELETE FROM t WHERE k = 1",
@@ -29,6 +32,31 @@ const TEXTS: [&str; 9] = [
     "USE ks2",
     "USE ks3",
 ];
+const PEERS: &str = "SELECT * FROM system.peers";
+
+/// A node no `cql_topology_node` maps, as its 16 address bytes: they never reach the client.
+const HIDDEN: [u8; 16] = [0xfd, 0, 0xc0, 0x1d, 0xca, 0xfe, 0, 0, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef];
+
+/// The model's answer to `SELECT * FROM system.peers`: a node the fuzzed layouts map
+/// (127.0.0.1:9042) and one none does.
+fn peers_rows(out: &mut Vec<u8>) {
+    out.extend_from_slice(&2i32.to_be_bytes());
+    out.extend_from_slice(&1i32.to_be_bytes());
+    out.extend_from_slice(&3i32.to_be_bytes());
+    write::string(out, "system");
+    write::string(out, "peers");
+    for (name, kind) in [("peer", 0x10u16), ("rpc_address", 0x10), ("data_center", 0x0D)] {
+        write::string(out, name);
+        out.extend_from_slice(&kind.to_be_bytes());
+    }
+    out.extend_from_slice(&2i32.to_be_bytes());
+    for address in [&[127u8, 0, 0, 1][..], &HIDDEN[..]] {
+        write::bytes(out, Some(address));
+        write::bytes(out, Some(address));
+        write::bytes(out, Some(b"dc1"));
+    }
+}
+
 const KEYSPACES: [Option<&str>; 3] = [None, Some("ks1"), Some("ks2")];
 
 /// The policy of the model: all of ks1, and one table of ks2 (so USE ks2 is allowed).
@@ -124,6 +152,12 @@ impl Server {
                 };
                 let keyspace = q.params.keyspace.map(str::to_string).or(self.keyspace.clone());
                 let text = q.query.to_string();
+                if text == PEERS {
+                    peers_rows(&mut result);
+                    self.framing
+                        .write_message(header.stream, Opcode::Result, &result, out);
+                    return;
+                }
                 match self.run(&text, keyspace.as_deref(), "QUERY") {
                     Some(target) => {
                         self.keyspace = Some(target.clone());
@@ -157,6 +191,12 @@ impl Server {
                         .write_unprepared(header.stream, e.id, "unknown id", out);
                     return;
                 };
+                if text == PEERS {
+                    peers_rows(&mut result);
+                    self.framing
+                        .write_message(header.stream, Opcode::Result, &result, out);
+                    return;
+                }
                 match self.run(&text, keyspace.as_deref(), "EXECUTE of") {
                     Some(target) => {
                         self.keyspace = Some(target.clone());
@@ -240,6 +280,11 @@ pub fn play(s: &mut Session, version: u8, mut script: &[u8], now: u64) {
         roles,
         decisions: DecisionCache::new(64),
     };
+    // What the client reads: it must stay valid CQL.
+    let mut client = FrameReader::new(Direction::ServerToClient, 1 << 24);
+    if segments {
+        client.start_segments(false);
+    }
     // Envelopes the client has written and not yet sent.
     let mut pending: Vec<u8> = Vec::new();
     let env = Framing::envelopes(version);
@@ -301,7 +346,22 @@ pub fn play(s: &mut Session, version: u8, mut script: &[u8], now: u64) {
                 up.extend_from_slice(piece);
             }
             server.receive(&up);
-            let _ = s.take_output(Direction::ServerToClient, Vec::new());
+            let mut down = s.take_output(Direction::ServerToClient, Vec::new());
+            if action == Action::Forward && from == Direction::ServerToClient {
+                down.extend_from_slice(piece);
+            }
+            assert!(
+                !down.windows(HIDDEN.len()).any(|w| w == HIDDEN),
+                "an unmapped node's address reached the client"
+            );
+            let mut rest = &down[..];
+            while !rest.is_empty() {
+                let (used, event) = client.next(rest).expect("the client receives valid CQL");
+                if matches!(event, Event::NeedMore) {
+                    break;
+                }
+                rest = &rest[used..];
+            }
             s.drain_audit(|lines| assert!(lines.ends_with(b"\n")));
             if !matches!(action, Action::Forward | Action::Replace) {
                 return;

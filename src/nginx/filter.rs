@@ -10,6 +10,7 @@
 use core::ptr::{addr_of, addr_of_mut, null_mut};
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -109,6 +110,9 @@ unsafe fn create_ctx<'a>(s: *mut ngx_stream_session_t, conf: &SrvConf) -> Option
                 None => None,
             };
             let mut session = Session::new(built.config.clone(), built.shared.clone(), certificate);
+            if let Some(address) = local_address(s) {
+                session.set_local_address(address);
+            }
             if let Some(sink) = &built.audit {
                 let (unix_ms, monotonic_us) = clock();
                 session.open_audit(peer(s), unix_ms, monotonic_us);
@@ -209,6 +213,35 @@ unsafe fn peer(s: *mut ngx_stream_session_t) -> Peer {
         session: (*c).number,
         client,
         server,
+    }
+}
+
+/// The address the client connected to (the listening address, resolved for a wildcard
+/// `listen`), as `system.local` names it to the client.
+unsafe fn local_address(s: *mut ngx_stream_session_t) -> Option<SocketAddr> {
+    let c = (*s).connection;
+    if ngx::ffi::ngx_connection_local_sockaddr(c, null_mut(), 0) != NGX_OK as ngx_int_t {
+        return None;
+    }
+    let sa = (*c).local_sockaddr;
+    if sa.is_null() {
+        return None;
+    }
+    match u32::from((*sa).sa_family) {
+        ngx::ffi::AF_INET => {
+            let sin = &*(sa as *const ngx::ffi::sockaddr_in);
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
+        }
+        ngx::ffi::AF_INET6 => {
+            let sin6 = &*(sa as *const ngx::ffi::sockaddr_in6);
+            let ip = Ipv6Addr::from(sin6.sin6_addr.__in6_u.__u6_addr8);
+            Some(SocketAddr::new(
+                IpAddr::V6(ip),
+                u16::from_be(sin6.sin6_port),
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -427,10 +460,15 @@ unsafe fn forward_run(
 }
 
 impl Ctx {
-    /// Writes the audit lines the session has ready.
+    /// Writes the audit lines the session has ready, and its error-log lines.
     unsafe fn write_audit(&mut self, log: *mut ngx::ffi::ngx_log_t) {
         if let Some(sink) = &self.audit {
             self.session.drain_audit(|lines| sink.write(lines, log));
+        }
+        if let Some(notices) = self.session.take_notices() {
+            for line in notices {
+                ngx_log_error!(NGX_LOG_ERR, log, "{}", line);
+            }
         }
     }
 

@@ -26,7 +26,7 @@ static mut CTX: ngx_stream_module_t = ngx_stream_module_t {
 /// Context of a directive: `stream` and `server` blocks.
 const STREAM_AND_SERVER: u32 = NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF;
 
-static mut COMMANDS: [ngx_command_t; 33] = [
+static mut COMMANDS: [ngx_command_t; 35] = [
     ngx_command_t {
         name: ngx_string!("cql"),
         type_: (STREAM_AND_SERVER | NGX_CONF_FLAG) as _,
@@ -101,6 +101,8 @@ static mut COMMANDS: [ngx_command_t; 33] = [
     setting(ngx_string!("cql_policy"), NGX_CONF_TAKE1),
     setting(ngx_string!("cql_allow_unbound_identities"), NGX_CONF_TAKE1),
     setting(ngx_string!("cql_stream_reuse"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_topology"), NGX_CONF_1MORE),
+    setting(ngx_string!("cql_topology_node"), NGX_CONF_TAKE2),
     setting(ngx_string!("cql_audit_log"), NGX_CONF_1MORE),
     setting(ngx_string!("cql_audit_categories"), NGX_CONF_1MORE),
     setting(ngx_string!("cql_audit_exclude_categories"), NGX_CONF_1MORE),

@@ -4,6 +4,7 @@
 
 use core::cell::RefCell;
 use core::ffi::{c_char, c_void};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,7 @@ use crate::classify::Category;
 use crate::identity::{JwtSettings, JwtValidator};
 use crate::policy::Policy;
 use crate::session::{AuthMode, Capacities, Config, Limits, Shared, StreamReuse, UpstreamLogin};
+use crate::topology::Topology;
 
 /// Each configuration load gets a new generation: cached tokens of old keys are not reused.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -102,6 +104,10 @@ pub struct Settings {
     policy: Option<Located<Option<Rc<Policy>>>>,
     allow_unbound: Option<Located<bool>>,
     stream_reuse: Option<StreamReuse>,
+    /// `cql_topology`.
+    topology: Option<Located<Layout>>,
+    /// `cql_topology_node`: each node's address and the proxy address that fronts it.
+    topology_nodes: Option<Located<Vec<(SocketAddr, SocketAddr)>>>,
     /// `cql_audit_log`: `Some(None)` is `off`.
     audit_log: Option<Option<Rc<Sink>>>,
     audit_categories: Option<Vec<Category>>,
@@ -113,6 +119,26 @@ pub struct Settings {
 
     /// Built when the server's configuration is merged.
     pub built: Option<Built>,
+}
+
+/// `cql_topology`: how the cluster is presented to clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Layout {
+    Off,
+    /// The proxy is the cluster; the addresses of every proxy instance that stands for it.
+    Proxy(Vec<SocketAddr>),
+    /// One proxy address per node, mapped by `cql_topology_node`.
+    Nodes,
+}
+
+/// An `IP:PORT` of `cql_topology` or `cql_topology_node`; names are not resolved (drivers
+/// are handed addresses, and a name could resolve differently later).
+fn socket_address(arg: &str) -> Result<SocketAddr, String> {
+    arg.parse().map_err(|_| {
+        format!(
+            "invalid address \"{arg}\": expected IP:PORT, e.g. 10.0.0.1:9042 or [2001:db8::1]:9042"
+        )
+    })
 }
 
 /// What sessions of a server use.
@@ -210,6 +236,8 @@ impl Settings {
         take(&mut self.policy, &parent.policy);
         take(&mut self.allow_unbound, &parent.allow_unbound);
         take(&mut self.stream_reuse, &parent.stream_reuse);
+        take(&mut self.topology, &parent.topology);
+        take(&mut self.topology_nodes, &parent.topology_nodes);
         take(&mut self.audit_log, &parent.audit_log);
         take(&mut self.audit_categories, &parent.audit_categories);
         take(
@@ -279,6 +307,7 @@ impl Settings {
                     .to_string(),
             ));
         }
+        self.check_topology(auth)?;
         if let Some(allow) = self.allow_unbound.as_ref().filter(|a| a.value) {
             if !policy_file {
                 return Err(Refusal::new(
@@ -290,6 +319,56 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// `cql_topology nodes` needs its map; a map without it, or a layout without the gate
+    /// that rewrites, would not do what it says.
+    fn check_topology(&self, auth: AuthMode) -> Result<(), Refusal> {
+        let layout = self.topology.as_ref();
+        if let Some(layout) = layout.filter(|l| l.value != Layout::Off) {
+            if auth == AuthMode::Off {
+                return Err(Refusal::new(
+                    Some(&layout.at),
+                    "\"cql_topology\" needs \"cql_auth\": without it the proxy only watches and \
+                     rewrites no answer"
+                        .to_string(),
+                ));
+            }
+        }
+        match (layout.map(|l| &l.value), &self.topology_nodes) {
+            (Some(Layout::Nodes), None) => Err(Refusal::new(
+                layout.map(|l| &l.at),
+                "\"cql_topology nodes\" needs \"cql_topology_node\": without a map every peer \
+                 would be left out"
+                    .to_string(),
+            )),
+            (None, Some(nodes)) => Err(Refusal::new(
+                Some(&nodes.at),
+                "\"cql_topology_node\" needs \"cql_topology nodes\"".to_string(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The topology sessions present: nothing is rewritten without the gate.
+    fn topology(&self, auth: AuthMode) -> Topology {
+        if auth == AuthMode::Off {
+            return Topology::Off;
+        }
+        match self.topology.as_ref().map(|l| &l.value) {
+            None => Topology::default(),
+            Some(Layout::Off) => Topology::Off,
+            Some(Layout::Proxy(instances)) => Topology::Proxy {
+                instances: instances.clone(),
+            },
+            Some(Layout::Nodes) => Topology::Nodes {
+                map: self
+                    .topology_nodes
+                    .as_ref()
+                    .map(|n| n.value.clone())
+                    .unwrap_or_default(),
+            },
+        }
     }
 
     fn auth(&self) -> AuthMode {
@@ -360,6 +439,7 @@ impl Settings {
             audit,
             allow_unbound: self.allow_unbound.as_ref().is_some_and(|a| a.value),
             stream_reuse: self.stream_reuse.unwrap_or_default(),
+            topology: self.topology(auth),
         };
         self.built = Some(Built {
             config: Rc::new(config),
@@ -550,6 +630,56 @@ impl Settings {
                     }
                     _ => return Err("takes one value".to_string()),
                 });
+            }
+            "cql_topology" => {
+                if self.topology.is_some() {
+                    return duplicate();
+                }
+                if let [layout @ ("off" | "nodes"), _, ..] = args {
+                    return Err(format!("\"{layout}\" takes no addresses"));
+                }
+                let layout = match args {
+                    ["off"] => Layout::Off,
+                    ["nodes"] => Layout::Nodes,
+                    ["proxy", addresses @ ..] => {
+                        let mut instances = Vec::with_capacity(addresses.len());
+                        for arg in addresses {
+                            let address = socket_address(arg)?;
+                            if instances.contains(&address) {
+                                return Err(format!("lists {address} twice"));
+                            }
+                            instances.push(address);
+                        }
+                        Layout::Proxy(instances)
+                    }
+                    [other, ..] => {
+                        return Err(format!(
+                            "invalid value \"{other}\": expected off, proxy or nodes"
+                        ))
+                    }
+                    [] => return Err("takes a value".to_string()),
+                };
+                self.topology = Some(reading.locate(layout));
+            }
+            "cql_topology_node" => {
+                let [node, proxy] = args else {
+                    return Err(
+                        "takes a node's address and the proxy address that fronts it".to_string(),
+                    );
+                };
+                let (node, proxy) = (socket_address(node)?, socket_address(proxy)?);
+                let nodes = self
+                    .topology_nodes
+                    .get_or_insert_with(|| reading.locate(Vec::new()));
+                if nodes.value.iter().any(|(n, _)| *n == node) {
+                    return Err(format!("maps node {node} twice"));
+                }
+                if let Some((other, _)) = nodes.value.iter().find(|(_, p)| *p == proxy) {
+                    return Err(format!(
+                        "maps {proxy} to node {node}, but it fronts node {other} already"
+                    ));
+                }
+                nodes.value.push((node, proxy));
             }
             "cql_audit_categories" | "cql_audit_exclude_categories" => {
                 let slot = match name {

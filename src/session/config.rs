@@ -101,6 +101,9 @@ pub struct Config {
     pub allow_unbound: bool,
     /// What a request on a stream id with a request in flight gets (`cql_stream_reuse`).
     pub stream_reuse: StreamReuse,
+    /// How the cluster is presented to clients (`cql_topology`): the rows of system.local
+    /// and system.peers(_v2), and topology events, rewritten to name proxy addresses.
+    pub topology: crate::topology::Topology,
 }
 
 /// `cql_stream_reuse`: a request on a stream id whose earlier request is not answered.

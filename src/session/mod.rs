@@ -35,6 +35,7 @@
 //! What goes out is taken with [`Session::take_output`] after every call.
 
 mod audit;
+mod cluster;
 mod config;
 mod counters;
 mod handshake;
@@ -56,6 +57,9 @@ pub use crate::codec::Direction;
 use crate::codec::{encode, CodecError, Compression, Event, FrameReader, Framing, Header, Opcode};
 use crate::identity::Identity;
 use crate::policy::RoleSet;
+
+use crate::topology::{Memo as TopologyMemo, Table};
+use std::net::SocketAddr;
 
 use audit::{AuditLog, Clock};
 use handshake::AuthState;
@@ -186,6 +190,13 @@ enum Pending {
     /// A keyspace change (QUERY USE, or EXECUTE of a prepared USE): its RESULT Set_keyspace
     /// changes the connection's keyspace.
     Use,
+    /// A SELECT on a system table whose rows name nodes: its RESULT is held and rewritten
+    /// (`cql_topology`). An EXECUTE carries its prepared statement, whose result columns
+    /// stand in for a result sent without metadata.
+    Topology {
+        table: Table,
+        prepared: Option<Rc<Prepared>>,
+    },
 }
 
 /// The state of one proxied CQL connection.
@@ -234,6 +245,20 @@ pub struct Session {
     server_unit: Unit,
     /// The body of the frame being decided (copied: the reader's buffer is reused).
     scratch: Vec<u8>,
+
+    /// The proxy address the client connected to (`system.local` names it).
+    local: Option<SocketAddr>,
+    /// The client registered for TOPOLOGY_CHANGE or STATUS_CHANGE events.
+    topology_events: bool,
+    /// What the rewriter learnt from the connection's last `system.local` row.
+    topology_memo: TopologyMemo,
+    /// v3/v4: the server frame in progress goes on as it comes, copied, while the session
+    /// watches the connection frame by frame.
+    server_passing: bool,
+    /// The server frame in progress is a topology answer or event: held and rewritten.
+    server_rewrite: bool,
+    /// Lines for NGINX's error log (rows left out of a topology answer, and why).
+    notices: Vec<String>,
 
     /// Requests decided (allowed or denied) and denied.
     requests: u64,
@@ -305,10 +330,32 @@ impl Session {
             client_unit: Unit::default(),
             server_unit: Unit::default(),
             scratch: Vec::new(),
+            local: None,
+            topology_events: false,
+            topology_memo: TopologyMemo::default(),
+            server_passing: false,
+            server_rewrite: false,
+            notices: Vec::new(),
             requests: 0,
             denied: 0,
             audit: None,
             clock: Clock::default(),
+        }
+    }
+
+    /// The proxy address the client connected to, which `system.local` names in the
+    /// `proxy` layout of `cql_topology`.
+    pub fn set_local_address(&mut self, address: SocketAddr) {
+        self.local = Some(address);
+    }
+
+    /// Lines for NGINX's error log since the last call, if any (rows a topology rewrite left
+    /// out, answers it could not rewrite).
+    pub fn take_notices(&mut self) -> Option<Vec<String>> {
+        if self.notices.is_empty() {
+            None
+        } else {
+            Some(core::mem::take(&mut self.notices))
         }
     }
 
@@ -454,29 +501,46 @@ impl Session {
             // before the refusal that waits for it.
             return match from {
                 Direction::ServerToClient if !self.deferred.is_empty() => {
-                    self.feed_interleaving(input)
+                    self.feed_interleaving(input, now)
                 }
                 _ => Action::Replace,
             };
         }
         if self.auth == AuthState::PassThrough {
-            return self.feed_watching(from, input);
+            return self.feed_watching(from, input, now);
         }
         match from {
             Direction::ClientToServer => self.feed_held(from, input, now),
             Direction::ServerToClient
-                if self.auth.holds_server() || !self.server_unit.is_empty() =>
+                if self.auth.holds_server()
+                    || !self.server_unit.is_empty()
+                    || self.server_passing
+                    || (self.topology_window() && self.server.at_boundary()) =>
             {
                 self.feed_held(from, input, now)
             }
-            Direction::ServerToClient if !self.deferred.is_empty() => self.feed_interleaving(input),
-            Direction::ServerToClient => self.feed_watching(from, input),
+            Direction::ServerToClient if !self.deferred.is_empty() => {
+                self.feed_interleaving(input, now)
+            }
+            Direction::ServerToClient => self.feed_watching(from, input, now),
         }
     }
 
-    /// Follows the framing without changing anything: every chunk goes on as it came.
-    fn feed_watching(&mut self, from: Direction, mut input: &[u8]) -> Action {
+    /// Follows the framing without changing anything: every chunk goes on as it came. Should
+    /// a topology answer or event be due at a frame boundary, the bytes read so far go on
+    /// copied and the rest is held frame by frame.
+    fn feed_watching(&mut self, from: Direction, mut input: &[u8], now: u64) -> Action {
+        let whole = input;
         loop {
+            if from == Direction::ServerToClient
+                && self.server.at_boundary()
+                && self.topology_window()
+            {
+                let seen = whole.len() - input.len();
+                self.to_client
+                    .extend_from_slice(whole.get(..seen).unwrap_or_default());
+                return self.feed_held(from, input, now);
+            }
             let reader = match from {
                 Direction::ClientToServer => &mut self.client,
                 Direction::ServerToClient => &mut self.server,
@@ -500,7 +564,7 @@ impl Session {
 
     /// Server bytes after the handshake while answers of the proxy's own wait: the bytes
     /// are copied through, and the waiting answers inserted at the first frame boundary.
-    fn feed_interleaving(&mut self, mut input: &[u8]) -> Action {
+    fn feed_interleaving(&mut self, mut input: &[u8], now: u64) -> Action {
         let from = Direction::ServerToClient;
         loop {
             if self.server.at_boundary() && !self.deferred.is_empty() {
@@ -508,6 +572,9 @@ impl Session {
             }
             if self.closing && self.deferred.is_empty() {
                 return Action::Replace;
+            }
+            if !self.closing && self.server.at_boundary() && self.topology_window() {
+                return self.feed_held(from, input, now);
             }
             let (used, step) = match self.server.next(input) {
                 Ok((used, event)) => (used, Step::of(event, &mut self.scratch)),
@@ -540,19 +607,33 @@ impl Session {
                 Ok((used, event)) => (used, Step::of(event, &mut self.scratch)),
                 Err(error) => return self.refuse(Violation::codec(from, error)),
             };
-            let unit = match from {
-                Direction::ClientToServer => &mut self.client_unit,
-                Direction::ServerToClient => &mut self.server_unit,
-            };
-            unit.hold(input.get(..used).unwrap_or_default());
+            let bytes = input.get(..used).unwrap_or_default();
+            match from {
+                Direction::ServerToClient if self.server_passing => {
+                    self.to_client.extend_from_slice(bytes)
+                }
+                Direction::ClientToServer => self.client_unit.hold(bytes),
+                Direction::ServerToClient => self.server_unit.hold(bytes),
+            }
             input = input.get(used..).unwrap_or_default();
             match step {
                 Step::NeedMore => return Action::Replace,
+                Step::Header(header)
+                    if from == Direction::ServerToClient && self.watches_frames() =>
+                {
+                    self.on_watched_header(&header);
+                }
                 Step::Header(header) => {
                     if let Err(refusal) = self.check_header(from, &header) {
                         return refusal;
                     }
                     self.on_header(from, &header, true);
+                }
+                Step::Frame(header, captured)
+                    if from == Direction::ServerToClient && self.watches_frames() =>
+                {
+                    self.counters.of_mut(from).count(header.opcode);
+                    self.on_watched_response(&header, captured);
                 }
                 Step::Frame(header, _) => {
                     self.counters.of_mut(from).count(header.opcode);
@@ -881,6 +962,27 @@ impl Session {
         }
     }
 
+    /// A prepared SELECT on a system table the proxy rewrites keeps the result columns its
+    /// PREPARE's answer announced: its EXECUTE results may come without them.
+    fn with_result_columns(
+        &self,
+        prepared: Rc<Prepared>,
+        body: &[u8],
+        version: u8,
+    ) -> Rc<Prepared> {
+        if self.topology_table(&prepared.statement).is_none() {
+            return prepared;
+        }
+        match crate::topology::Columns::from_prepared(body, version) {
+            Ok(Some(columns)) => {
+                let mut owned = Rc::unwrap_or_clone(prepared);
+                owned.columns = Some(columns);
+                Rc::new(owned)
+            }
+            _ => prepared,
+        }
+    }
+
     /// Learns what a PREPARE or USE did from its RESULT; returns a prepared id.
     fn complete_pending<'b>(
         &mut self,
@@ -894,6 +996,7 @@ impl Session {
         let (_, body) = strip_prefixes(header, body).ok()?;
         match (pending, ResultBody::decode(body, header.version)) {
             (Pending::Prepare(prepared), Ok(ResultBody::Prepared { id, .. })) => {
+                let prepared = self.with_result_columns(prepared, body, header.version);
                 self.shared.borrow_mut().prepared.insert(id, prepared);
                 Some(id)
             }

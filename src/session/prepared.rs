@@ -35,13 +35,16 @@ struct Slot {
 }
 
 /// A prepared statement as the proxy knows it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Prepared {
     /// The text the client prepared, for the audit log; empty (and then costing nothing) when
     /// the server has no audit log.
     pub text: String,
     /// The statement classified when it was prepared, with the keyspace of that time.
     pub statement: Statement<'static>,
+    /// The result columns the PREPARE's answer announced, kept for a SELECT on a system table
+    /// the proxy rewrites (its EXECUTE results may come without metadata).
+    pub columns: Option<crate::topology::Columns>,
 }
 
 /// What one entry costs besides its id, text and statement heap: the shared `Prepared` with
@@ -117,6 +120,7 @@ fn entry_bytes(id: &[u8], prepared: &Prepared) -> usize {
         .saturating_add(id.len())
         .saturating_add(prepared.text.capacity())
         .saturating_add(statement_heap_bytes(&prepared.statement))
+        .saturating_add(prepared.columns.as_ref().map_or(0, |c| c.heap_bytes()))
 }
 
 /// The heap a classified statement owns: its needs with their names, keyspace, table and
@@ -189,6 +193,7 @@ mod tests {
         Rc::new(Prepared {
             text: text.to_string(),
             statement: classify(text, None).into_owned(),
+            columns: None,
         })
     }
 
@@ -225,6 +230,7 @@ mod tests {
         Rc::new(Prepared {
             statement: classify(&start, None).into_owned(),
             text,
+            columns: None,
         })
     }
 
@@ -312,6 +318,7 @@ mod tests {
         let without = Rc::new(Prepared {
             text: String::new(),
             statement: classify(text, None).into_owned(),
+            columns: None,
         });
         assert_eq!(
             entry_bytes(b"a", &with_text) - entry_bytes(b"a", &without),

@@ -8,10 +8,12 @@
 use std::rc::Rc;
 
 use crate::classify::{classify, Flags, Kind, Statement};
+use crate::codec::messages::Register;
 use crate::codec::messages::{
     codes, strip_prefixes, Batch, BatchStatement, BatchType, Execute, Prepare, Query,
 };
 use crate::codec::{CodecError, Header, Opcode};
+use crate::topology::{Table, Topology};
 
 use super::audit::Decided;
 use super::{Action, Fault, Pending, Prepared, Session};
@@ -40,7 +42,7 @@ impl Session {
                 | Opcode::Prepare
                 | Opcode::Execute
                 | Opcode::Batch
-        )
+        ) || (opcode == Opcode::Register && self.config.topology != Topology::Off)
     }
 
     /// A whole client message; says whether it goes on to the server.
@@ -63,6 +65,10 @@ impl Session {
             Opcode::AuthResponse => self.on_auth_response(header, body, now),
             Opcode::Query | Opcode::Prepare | Opcode::Execute | Opcode::Batch => {
                 self.authorize_request(header, body, now)
+            }
+            Opcode::Register => {
+                self.on_register(header, body);
+                Ok(true)
             }
             _ => Ok(true),
         }
@@ -153,6 +159,15 @@ impl Session {
         if statement.kind == Kind::Use {
             self.expect_keyspace_change(stream);
         }
+        if let Some(table) = self.topology_table(&statement) {
+            self.expect_response(
+                stream,
+                Pending::Topology {
+                    table,
+                    prepared: None,
+                },
+            );
+        }
         Ok(())
     }
 
@@ -175,6 +190,7 @@ impl Session {
                 String::new()
             },
             statement: statement.into_owned(),
+            columns: None,
         };
         self.expect_response(stream, Pending::Prepare(Rc::new(prepared)));
         Ok(())
@@ -197,6 +213,15 @@ impl Session {
         self.decide(&prepared.statement, now)?;
         if prepared.statement.kind == Kind::Use {
             self.expect_keyspace_change(stream);
+        }
+        if let Some(table) = self.topology_table(&prepared.statement) {
+            self.expect_response(
+                stream,
+                Pending::Topology {
+                    table,
+                    prepared: Some(prepared),
+                },
+            );
         }
         Ok(())
     }
@@ -303,6 +328,32 @@ impl Session {
     fn expect_keyspace_change(&mut self, stream: i16) {
         self.keyspace_change = Some(stream);
         self.expect_response(stream, Pending::Use);
+    }
+
+    /// The system table a statement reads, if it is one whose rows the proxy rewrites
+    /// (`cql_topology`): a SELECT on system.local, system.peers or system.peers_v2.
+    pub(super) fn topology_table(&self, statement: &Statement<'_>) -> Option<Table> {
+        if self.config.topology == Topology::Off || statement.kind != Kind::Select {
+            return None;
+        }
+        Table::of(statement.keyspace.as_deref()?, statement.table.as_deref()?)
+    }
+
+    /// REGISTER: a connection that asks for topology or status events gets them rewritten,
+    /// so its responses are watched frame by frame from now on.
+    fn on_register(&mut self, header: &Header, body: &[u8]) {
+        let register = strip_prefixes(header, body)
+            .ok()
+            .and_then(|(_, rest)| Register::decode(rest).ok());
+        if let Some(register) = register {
+            if register
+                .events
+                .iter()
+                .any(|event| matches!(event, "TOPOLOGY_CHANGE" | "STATUS_CHANGE"))
+            {
+                self.topology_events = true;
+            }
+        }
     }
 
     /// Remembers a request whose response the session reads.

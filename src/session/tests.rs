@@ -58,6 +58,7 @@ struct Setup {
     auth: AuthMode,
     certificate: Option<Identity>,
     stream_reuse: StreamReuse,
+    topology: crate::topology::Topology,
 }
 
 impl Default for Setup {
@@ -69,6 +70,7 @@ impl Default for Setup {
             auth: AuthMode::Token,
             certificate: None,
             stream_reuse: StreamReuse::Refuse,
+            topology: crate::topology::Topology::default(),
         }
     }
 }
@@ -99,6 +101,7 @@ impl Setup {
                 .then(|| Rc::new(crate::audit::Settings::default())),
             allow_unbound: false,
             stream_reuse: self.stream_reuse,
+            topology: self.topology,
         };
         Session::new(
             Rc::new(config),
@@ -1118,4 +1121,295 @@ fn with_stream_reuse_wait_a_reused_stream_waits_for_its_earlier_answer() {
             "v{version}"
         );
     }
+}
+
+// Topology: the answers that name nodes reach the client naming proxies.
+
+use crate::codec::segment::write_segments;
+use crate::topology::Topology;
+use std::net::SocketAddr;
+
+const INET: u16 = 0x0010;
+const VARCHAR: u16 = 0x000D;
+const SET: u16 = 0x0022;
+
+/// A Rows body of `system.<table>` with the columns rpc_address (inet), data_center (text)
+/// and tokens (set<text>); `no_metadata`: as an EXECUTE that skipped it gets it.
+fn node_rows(table: &str, rows: &[([u8; 4], &str)], no_metadata: bool) -> Vec<u8> {
+    let mut b = 2i32.to_be_bytes().to_vec();
+    if no_metadata {
+        b.extend_from_slice(&4i32.to_be_bytes());
+        b.extend_from_slice(&3i32.to_be_bytes());
+    } else {
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.extend_from_slice(&3i32.to_be_bytes());
+        write::string(&mut b, "system");
+        write::string(&mut b, table);
+        node_columns(&mut b);
+    }
+    b.extend_from_slice(&(rows.len() as i32).to_be_bytes());
+    for (ip, dc) in rows {
+        write::bytes(&mut b, Some(ip));
+        write::bytes(&mut b, Some(dc.as_bytes()));
+        write::bytes(&mut b, Some(&token_set()));
+    }
+    b
+}
+
+/// The tokens cell of every row [`node_rows`] writes: {'-42'}.
+fn token_set() -> Vec<u8> {
+    let mut set = 1i32.to_be_bytes().to_vec();
+    write::bytes(&mut set, Some(b"-42"));
+    set
+}
+
+fn node_columns(b: &mut Vec<u8>) {
+    write::string(b, "rpc_address");
+    b.extend_from_slice(&INET.to_be_bytes());
+    write::string(b, "data_center");
+    b.extend_from_slice(&VARCHAR.to_be_bytes());
+    write::string(b, "tokens");
+    b.extend_from_slice(&SET.to_be_bytes());
+    b.extend_from_slice(&VARCHAR.to_be_bytes());
+}
+
+/// The (rpc_address, data_center, tokens) cells of a body [`node_rows`] wrote, rewritten or not.
+fn read_node_rows(body: &[u8]) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    use crate::codec::primitives::{bytes, int, string};
+    let (mut i, kind) = int(body).unwrap();
+    assert_eq!(kind, 2);
+    let (r, flags) = int(i).unwrap();
+    let (r, count) = int(r).unwrap();
+    assert_eq!(count, 3);
+    i = r;
+    if flags & 4 == 0 {
+        let (r, _) = string(i).unwrap();
+        let (r, _) = string(r).unwrap();
+        // 3 names with their types: inet, varchar, set<varchar>.
+        let mut r = r;
+        for extra in [0, 0, 2] {
+            let (rest, _) = string(r).unwrap();
+            r = &rest[2 + extra..];
+        }
+        i = r;
+    }
+    let (mut i, n) = int(i).unwrap();
+    let mut rows = Vec::new();
+    for _ in 0..n {
+        let (r, a) = bytes(i).unwrap();
+        let (r, d) = bytes(r).unwrap();
+        let (r, t) = bytes(r).unwrap();
+        rows.push((
+            a.unwrap().to_vec(),
+            d.unwrap().to_vec(),
+            t.unwrap().to_vec(),
+        ));
+        i = r;
+    }
+    assert!(i.is_empty(), "nothing after the rows");
+    rows
+}
+
+fn logged_in(version: u8, topology: Topology) -> Wire {
+    let mut session = Setup {
+        topology,
+        ..Setup::default()
+    }
+    .session();
+    session.set_local_address("127.0.0.2:9042".parse().unwrap());
+    let mut w = Wire::new(session, version);
+    w.log_in(&token("alice", NOW + 600));
+    w
+}
+
+#[test]
+fn system_local_names_the_proxy_and_other_answers_pass_as_they_came() {
+    for version in [4, 5] {
+        let mut w = logged_in(version, Topology::default());
+        let (up, _) = w.query(3, "SELECT * FROM shop.items");
+        assert_eq!(up.len(), 1);
+        let (up, _) = w.query(4, "SELECT * FROM system.local WHERE key='local'");
+        assert_eq!(up.len(), 1);
+        // Both answers in one read: in v5 in one segment, which is then re-framed.
+        let mut plain = 2i32.to_be_bytes().to_vec();
+        plain.extend_from_slice(&[9; 3000]);
+        let local = node_rows("local", &[([127, 0, 0, 1], "dc1")], false);
+        let mut bytes = Vec::new();
+        if version >= 5 {
+            let mut envelopes = Vec::new();
+            let framing = Framing::envelopes(5);
+            framing.write_envelope(3, Opcode::Result, 0, &plain, &mut envelopes);
+            framing.write_envelope(4, Opcode::Result, 0, &local, &mut envelopes);
+            write_segments(&envelopes, false, &mut bytes);
+        } else {
+            bytes.extend(w.server.write(3, Opcode::Result, &plain));
+            bytes.extend(w.server.write(4, Opcode::Result, &local));
+        }
+        for split in [1, bytes.len()] {
+            let mut w = logged_in(version, Topology::default());
+            w.query(3, "SELECT * FROM shop.items");
+            w.query(4, "SELECT * FROM system.local WHERE key='local'");
+            let mut to_client = Vec::new();
+            for chunk in bytes.chunks(split) {
+                if w.session.feed(S2C, chunk, NOW) == Action::Forward {
+                    to_client.extend_from_slice(chunk);
+                }
+                to_client.extend(w.session.take_output(S2C, Vec::new()));
+            }
+            let frames = w.client.read(&to_client);
+            assert_eq!(frames.len(), 2, "v{version}, chunks of {split}");
+            assert_eq!(frames[0].header.stream, 3);
+            assert_eq!(frames[0].body, plain, "an ordinary answer is not touched");
+            assert_eq!(frames[1].header.stream, 4);
+            let rows = read_node_rows(&frames[1].body);
+            assert_eq!(rows.len(), 1);
+            assert_eq!(
+                rows[0].0,
+                [127, 0, 0, 2],
+                "the address the client connected to"
+            );
+            assert_eq!(rows[0].1, b"dc1");
+        }
+    }
+}
+
+#[test]
+fn compressed_topology_answers_are_rewritten_and_compressed_again() {
+    let mut w = Wire::new(
+        {
+            let mut s = Setup::default().session();
+            s.set_local_address("127.0.0.2:9042".parse().unwrap());
+            s
+        },
+        4,
+    );
+    let mut startup = Vec::new();
+    startup.extend_from_slice(&2u16.to_be_bytes());
+    write::string(&mut startup, "CQL_VERSION");
+    write::string(&mut startup, "3.0.0");
+    write::string(&mut startup, "COMPRESSION");
+    write::string(&mut startup, "lz4");
+    w.client_sends(1, Opcode::Startup, &startup);
+    let lz4 = Framing::compressed(4, Compression::Lz4);
+    w.client.framing = lz4;
+    w.server.framing = lz4;
+    w.client.reader.set_compression(Compression::Lz4);
+    w.server.reader.set_compression(Compression::Lz4);
+    w.server_sends(1, Opcode::Ready, &[]);
+    let (_, down) = w.client_sends(
+        2,
+        Opcode::AuthResponse,
+        &auth_response_body("alice", &token("alice", NOW + 600)),
+    );
+    assert_eq!(down[0].header.opcode, Opcode::AuthSuccess);
+    w.query(
+        5,
+        "SELECT rpc_address, data_center, tokens FROM system.peers",
+    );
+    let peers = node_rows("peers", &[([10, 0, 1, 2], "dc1")], false);
+    let (_, down) = w.server_sends(5, Opcode::Result, &peers);
+    assert_eq!(down.len(), 1);
+    assert!(down[0].header.flags.compression());
+    assert!(
+        read_node_rows(&down[0].body).is_empty(),
+        "the proxy is the only node: no peers"
+    );
+}
+
+#[test]
+fn an_execute_without_metadata_is_rewritten_with_the_columns_of_its_prepare() {
+    let mut w = logged_in(4, Topology::default());
+    let text = "SELECT rpc_address, data_center, tokens FROM system.local";
+    w.client_sends(6, Opcode::Prepare, &prepare_body(text, 4));
+    let mut prepared = 4i32.to_be_bytes().to_vec();
+    write::short_bytes(&mut prepared, b"local-id");
+    // Bind metadata: no flags, no variables, no partition key.
+    prepared.extend_from_slice(&0i32.to_be_bytes());
+    prepared.extend_from_slice(&0i32.to_be_bytes());
+    prepared.extend_from_slice(&0i32.to_be_bytes());
+    // Result metadata.
+    prepared.extend_from_slice(&1i32.to_be_bytes());
+    prepared.extend_from_slice(&3i32.to_be_bytes());
+    write::string(&mut prepared, "system");
+    write::string(&mut prepared, "local");
+    node_columns(&mut prepared);
+    w.server_sends(6, Opcode::Result, &prepared);
+    let (up, _) = w.client_sends(7, Opcode::Execute, &execute_body(b"local-id", 4));
+    assert_eq!(up.len(), 1);
+    let rows = node_rows("local", &[([10, 0, 1, 1], "dc1")], true);
+    let (_, down) = w.server_sends(7, Opcode::Result, &rows);
+    let rows = read_node_rows(&down[0].body);
+    assert_eq!(rows[0].0, [127, 0, 0, 2]);
+}
+
+fn status_change(address: [u8; 4], port: i32) -> Vec<u8> {
+    let mut b = Vec::new();
+    write::string(&mut b, "STATUS_CHANGE");
+    write::string(&mut b, "DOWN");
+    b.push(4);
+    b.extend_from_slice(&address);
+    b.extend_from_slice(&port.to_be_bytes());
+    b
+}
+
+fn register_body() -> Vec<u8> {
+    let mut b = 3u16.to_be_bytes().to_vec();
+    for event in ["TOPOLOGY_CHANGE", "STATUS_CHANGE", "SCHEMA_CHANGE"] {
+        write::string(&mut b, event);
+    }
+    b
+}
+
+#[test]
+fn events_name_the_proxy_of_their_node_and_unmapped_nodes_are_not_passed_on() {
+    let node = |s: &str| s.parse::<SocketAddr>().unwrap();
+    let topology = Topology::Nodes {
+        map: vec![
+            (node("10.0.1.1:9042"), node("127.0.0.2:9042")),
+            (node("10.0.1.2:9042"), node("127.0.0.3:9042")),
+        ],
+    };
+    let mut w = logged_in(4, topology);
+    let (up, _) = w.client_sends(8, Opcode::Register, &register_body());
+    assert_eq!(up.len(), 1);
+    w.server_sends(8, Opcode::Ready, &[]);
+    let (_, down) = w.server_sends(-1, Opcode::Event, &status_change([10, 0, 1, 2], 9042));
+    assert_eq!(down.len(), 1);
+    assert_eq!(down[0].body, status_change([127, 0, 0, 3], 9042));
+    let (_, down) = w.server_sends(-1, Opcode::Event, &status_change([10, 0, 1, 9], 9042));
+    assert!(down.is_empty(), "an unmapped node's event is not passed on");
+    let notices = w.session.take_notices().unwrap_or_default();
+    assert!(
+        notices.iter().any(|n| n.contains("10.0.1.9")),
+        "{notices:?}"
+    );
+    // Peers: the unmapped one is left out, the mapped one names its proxy.
+    w.query(9, "SELECT * FROM system.peers");
+    let peers = node_rows(
+        "peers",
+        &[([10, 0, 1, 2], "dc2"), ([10, 0, 1, 9], "dc2")],
+        false,
+    );
+    let (_, down) = w.server_sends(9, Opcode::Result, &peers);
+    let rows = read_node_rows(&down[0].body);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, [127, 0, 0, 3]);
+    assert_eq!(rows[0].1, b"dc2");
+    assert_eq!(rows[0].2, token_set(), "tokens are kept");
+    let notices = w.session.take_notices().unwrap_or_default();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("system.peers") && n.contains("10.0.1.9")),
+        "{notices:?}"
+    );
+}
+
+#[test]
+fn with_topology_off_rows_pass_as_they_came() {
+    let mut w = logged_in(4, Topology::Off);
+    w.query(4, "SELECT * FROM system.local");
+    let local = node_rows("local", &[([10, 0, 1, 1], "dc1")], false);
+    let (_, down) = w.server_sends(4, Opcode::Result, &local);
+    assert_eq!(down[0].body, local);
 }

@@ -1,7 +1,8 @@
 //! The bytes of one frame (v3/v4) or one run of segments (v5) held until decided.
 
+use crate::codec::encode::Framing;
 use crate::codec::segment::write_segments;
-use crate::codec::Header;
+use crate::codec::{Flags, Header, Opcode};
 
 /// Buffers larger than this are released once a unit is done.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -48,6 +49,41 @@ impl Unit {
             if keep {
                 out.extend_from_slice(&self.raw);
             }
+            self.clear();
+        }
+    }
+
+    /// v3/v4: what is held of the frame in progress goes on now; the rest of it follows as it
+    /// comes.
+    pub(super) fn pass_to(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.raw);
+        self.clear();
+    }
+
+    /// A frame of the unit is whole and goes on as another message (a rewritten answer):
+    /// outside segments written anew in `framing` (compressed as the connection is), inside
+    /// segments kept for the run, which is then re-framed.
+    pub(super) fn frame_replaced(
+        &mut self,
+        header: &Header,
+        opcode: Opcode,
+        flags: u8,
+        body: &[u8],
+        framing: &Framing,
+        out: &mut Vec<u8>,
+    ) {
+        if framing.segments {
+            let replaced = Header {
+                opcode,
+                flags: Flags(flags),
+                length: u32::try_from(body.len()).unwrap_or(u32::MAX),
+                ..*header
+            };
+            self.kept.extend_from_slice(&replaced.to_bytes());
+            self.kept.extend_from_slice(body);
+            self.dropped = true;
+        } else {
+            framing.write_envelope(header.stream, opcode, flags, body, out);
             self.clear();
         }
     }
