@@ -152,7 +152,7 @@ fn pieces(rng: &mut StdRng, len: usize) -> Vec<usize> {
         match rng.gen_range(0..10) {
             0..=2 => {
                 let run = rng.gen_range(1..=64).min(left);
-                out.extend(std::iter::repeat(1).take(run));
+                out.extend(std::iter::repeat_n(1, run));
                 left -= run;
             }
             3..=6 => {

@@ -1,6 +1,7 @@
 //! Tests of the topology rewriter: the recorded answers of a real Apache Cassandra 4.0
 //! (`tests/captures/`), multi-node answers built here, EXECUTE results without metadata,
-//! paging, events, and hostile bodies.
+//! paging, events, hostile bodies, and the recorded multi-row answers of the development
+//! cluster (`tests/captures/devcluster/`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -1875,4 +1876,383 @@ fn table_names() {
     assert_eq!(Table::of("system", "peers_v2"), Some(Table::PeersV2));
     assert_eq!(Table::of("system", "peers_v3"), None);
     assert_eq!(Table::Local.name(), "system.local");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The recorded answers of the development cluster (`tests/captures/devcluster/`): three nodes
+// 127.0.1.1-3:9042 (node 3 in dc2, rack2), the driver connected to node 2, so that every peers
+// answer has two real rows.
+
+/// The recorded sessions (v4, v4 with lz4, v5).
+const DEV_SESSIONS: [&str; 3] = ["dev-v4-plain", "dev-v4-lz4", "dev-v5-plain"];
+
+/// The development cluster's nodes, and the proxy in front of each (same index).
+const DEV_NODES: [&str; 3] = ["127.0.1.1:9042", "127.0.1.2:9042", "127.0.1.3:9042"];
+const DEV_PROXIES: [&str; 3] = ["127.0.2.1:9142", "127.0.2.2:9142", "127.0.2.3:9142"];
+
+/// The tokens of each node, as the driver decoded them (`client-output.txt`), sorted.
+const DEV_TOKENS: [[&str; 4]; 3] = [
+    [
+        "-4611686018427387904",
+        "-9223372036854775808",
+        "0",
+        "4611686018427387904",
+    ],
+    [
+        "-3074457345618258603",
+        "-7686143364045646507",
+        "1537228672809129301",
+        "6148914691236517205",
+    ],
+    [
+        "-1537228672809129302",
+        "-6148914691236517206",
+        "3074457345618258602",
+        "7686143364045646506",
+    ],
+];
+
+/// Data centre and rack of each node.
+const DEV_PLACES: [(&str, &str); 3] = [
+    ("datacenter1", "rack1"),
+    ("datacenter1", "rack1"),
+    ("dc2", "rack2"),
+];
+
+/// The devserver's host id of node `i` (from 0): `00000000-0000-4000-8000-0000000000NN`,
+/// NN = i + 1.
+fn dev_host_id(i: usize) -> Vec<u8> {
+    let mut id = vec![0, 0, 0, 0, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 0];
+    id[15] = u8::try_from(i + 1).unwrap();
+    id
+}
+
+/// Every node mapped to its proxy.
+fn dev_full_map() -> Topology {
+    Topology::Nodes {
+        map: (0..3)
+            .map(|i| (addr(DEV_NODES[i]), addr(DEV_PROXIES[i])))
+            .collect(),
+    }
+}
+
+/// The system table answers of both connections (control and pool) of a development-cluster
+/// session, and how many of each table there are.
+fn dev_exchanges(session: &str) -> Vec<Exchange> {
+    let path = format!("devcluster/{session}");
+    let xs: Vec<Exchange> = (0..2).flat_map(|conn| exchanges(&path, conn)).collect();
+    let count = |t: Table| xs.iter().filter(|x| table_of(&x.query) == t).count();
+    // Control connection: peers_v2 and local; pool: local, peers, peers_v2.
+    assert_eq!(
+        (
+            count(Table::Local),
+            count(Table::Peers),
+            count(Table::PeersV2)
+        ),
+        (2, 1, 2),
+        "{session}"
+    );
+    let version = if session.contains("v5") { 5 } else { 4 };
+    assert!(xs.iter().all(|x| x.version == version), "{session}");
+    xs
+}
+
+/// The node (index into [`DEV_NODES`]) a recorded row describes, from its native address.
+fn dev_node_of(table: Table, rows: &Rows<'_>, row: usize) -> usize {
+    let (native, _, _) = table.node_columns();
+    let ip = column(rows, native)[row].clone().expect("a native address");
+    DEV_NODES
+        .iter()
+        .position(|n| ip4(&addr(n).ip().to_string()) == ip)
+        .unwrap_or_else(|| panic!("row {row} names {ip:?}"))
+}
+
+/// The sorted items of the set<text> cell of column `name` in row `row`.
+fn sorted_set(rows: &Rows<'_>, name: &str, row: usize) -> Vec<String> {
+    let cell = column(rows, name)[row].clone().expect("a set");
+    let mut items = read_text_set(&cell);
+    items.sort();
+    items
+}
+
+/// Checks row `row` of a rewritten answer against the recorded one: every address column
+/// names `proxy`, every port column holds its port (the recorded cells are all non-null),
+/// every other cell is byte-identical; and the untouched cells are the node's own.
+fn check_dev_row(
+    table: Table,
+    before: &Rows<'_>,
+    after: &Rows<'_>,
+    row: usize,
+    node: usize,
+    proxy: SocketAddr,
+) {
+    assert_eq!(before.columns(), after.columns());
+    let b = before.rows().nth(row).unwrap();
+    let a = after.rows().nth(row).unwrap();
+    for (i, c) in after.columns().iter().enumerate() {
+        let (old, new) = (b.value(i), a.value(i));
+        if table.address_columns().contains(&c.name) {
+            assert!(old.is_some(), "{} recorded", c.name);
+            assert_eq!(new, Some(&ip4(&proxy.ip().to_string())[..]), "{}", c.name);
+        } else if table.port_columns().contains(&c.name) {
+            assert!(old.is_some(), "{} recorded", c.name);
+            assert_eq!(new, Some(&int_cell(proxy.port().into())[..]), "{}", c.name);
+        } else {
+            assert_eq!(b.cell(i).unwrap().raw, a.cell(i).unwrap().raw, "{}", c.name);
+        }
+    }
+    assert_eq!(sorted_set(after, "tokens", row), DEV_TOKENS[node]);
+    assert_eq!(column(after, "host_id")[row], Some(dev_host_id(node)));
+    let (dc, rack) = DEV_PLACES[node];
+    assert_eq!(
+        column(after, "data_center")[row],
+        Some(dc.as_bytes().to_vec())
+    );
+    assert_eq!(column(after, "rack")[row], Some(rack.as_bytes().to_vec()));
+}
+
+#[test]
+fn dev_cluster_answers_in_the_nodes_layout_name_every_nodes_proxy() {
+    let topology = dev_full_map();
+    let me = addr(DEV_PROXIES[1]);
+    for session in DEV_SESSIONS {
+        let mut memo = Memo::default();
+        for x in dev_exchanges(session) {
+            let table = table_of(&x.query);
+            let call = Call {
+                topology: &topology,
+                table,
+                local: Some(me),
+                version: x.version,
+                columns: None,
+            };
+            let before = Rows::parse(&x.result, x.version, None).unwrap();
+            let (outcome, out) = rewrite(call, &x.result, &mut memo);
+            let after = Rows::parse(&out, x.version, None).unwrap();
+            let n = if table == Table::Local { 1 } else { 2 };
+            assert_eq!(
+                outcome,
+                Outcome {
+                    rows_in: n,
+                    rows_out: n,
+                    left_out: vec![]
+                },
+                "{session} {}",
+                x.query
+            );
+            assert_eq!(
+                metadata_bytes(&out, x.version, None),
+                metadata_bytes(&x.result, x.version, None),
+                "metadata as it came"
+            );
+            match table {
+                Table::Local => {
+                    assert_eq!(dev_node_of(table, &before, 0), 1);
+                    check_dev_row(table, &before, &after, 0, 1, me);
+                    assert_eq!(column(&after, "rpc_address"), [Some(ip4("127.0.2.2"))]);
+                    assert_eq!(column(&after, "rpc_port"), [Some(int_cell(9142))]);
+                    assert_eq!(column(&after, "listen_port"), [Some(int_cell(9142))]);
+                }
+                Table::Peers | Table::PeersV2 => {
+                    // Nodes 1 and 3, in the order they came.
+                    let nodes: Vec<usize> =
+                        (0..2).map(|r| dev_node_of(table, &before, r)).collect();
+                    assert_eq!(nodes, [0, 2], "{session}");
+                    for (row, node) in nodes.into_iter().enumerate() {
+                        check_dev_row(table, &before, &after, row, node, addr(DEV_PROXIES[node]));
+                    }
+                    assert_eq!(
+                        column(&after, "peer"),
+                        [Some(ip4("127.0.2.1")), Some(ip4("127.0.2.3"))]
+                    );
+                    assert_eq!(column(&after, "preferred_ip"), column(&after, "peer"));
+                    if table == Table::PeersV2 {
+                        assert_eq!(column(&after, "native_address"), column(&after, "peer"));
+                        for port in ["native_port", "peer_port", "preferred_port"] {
+                            assert_eq!(
+                                column(&after, port),
+                                [Some(int_cell(9142)), Some(int_cell(9142))],
+                                "{port}"
+                            );
+                        }
+                    } else {
+                        assert_eq!(column(&after, "rpc_address"), column(&after, "peer"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dev_cluster_answers_in_the_nodes_layout_leave_an_unmapped_node_out() {
+    // Node 3 has no proxy.
+    let topology = Topology::Nodes {
+        map: (0..2)
+            .map(|i| (addr(DEV_NODES[i]), addr(DEV_PROXIES[i])))
+            .collect(),
+    };
+    let me = addr(DEV_PROXIES[1]);
+    for session in DEV_SESSIONS {
+        let mut memo = Memo::default();
+        for x in dev_exchanges(session) {
+            let table = table_of(&x.query);
+            let call = Call {
+                topology: &topology,
+                table,
+                local: Some(me),
+                version: x.version,
+                columns: None,
+            };
+            let before = Rows::parse(&x.result, x.version, None).unwrap();
+            let (outcome, out) = rewrite(call, &x.result, &mut memo);
+            let after = Rows::parse(&out, x.version, None).unwrap();
+            match table {
+                Table::Local => {
+                    assert_eq!((outcome.rows_out, outcome.left_out.len()), (1, 0));
+                    check_dev_row(table, &before, &after, 0, 1, me);
+                }
+                Table::Peers | Table::PeersV2 => {
+                    // system.peers has no port column: the node is named by its address.
+                    let left = if table == Table::Peers {
+                        "127.0.1.3"
+                    } else {
+                        "127.0.1.3:9042"
+                    };
+                    assert_eq!(
+                        outcome,
+                        Outcome {
+                            rows_in: 2,
+                            rows_out: 1,
+                            left_out: vec![left.to_string()]
+                        },
+                        "{session} {}",
+                        x.query
+                    );
+                    // Node 1's row, first in the recording too.
+                    assert_eq!(dev_node_of(table, &before, 0), 0);
+                    check_dev_row(table, &before, &after, 0, 0, addr(DEV_PROXIES[0]));
+                    assert_eq!(column(&after, "peer"), [Some(ip4("127.0.2.1"))]);
+                }
+            }
+        }
+
+        // Node 2, the one connected to, without a proxy: its local row names the proxy the
+        // client connected to, and is reported.
+        let topology = Topology::Nodes {
+            map: [0, 2]
+                .into_iter()
+                .map(|i| (addr(DEV_NODES[i]), addr(DEV_PROXIES[i])))
+                .collect(),
+        };
+        let x = dev_exchanges(session)
+            .into_iter()
+            .find(|x| table_of(&x.query) == Table::Local)
+            .unwrap();
+        let call = Call {
+            topology: &topology,
+            table: Table::Local,
+            local: Some(me),
+            version: x.version,
+            columns: None,
+        };
+        let (outcome, out) = rewrite(call, &x.result, &mut Memo::default());
+        assert_eq!(outcome.left_out, ["127.0.1.2:9042"]);
+        assert_eq!(outcome.rows_out, 1);
+        let before = Rows::parse(&x.result, x.version, None).unwrap();
+        let after = Rows::parse(&out, x.version, None).unwrap();
+        check_dev_row(Table::Local, &before, &after, 0, 1, me);
+    }
+}
+
+#[test]
+fn dev_cluster_answers_in_the_proxy_layout_make_up_the_other_instance() {
+    let a = addr(DEV_PROXIES[0]);
+    let b = addr(DEV_PROXIES[1]);
+    let topology = Topology::Proxy {
+        instances: vec![a, b],
+    };
+    for session in DEV_SESSIONS {
+        for x in dev_exchanges(session) {
+            let table = table_of(&x.query);
+            let call = Call {
+                topology: &topology,
+                table,
+                local: Some(a),
+                version: x.version,
+                columns: None,
+            };
+            // No memo: what the made-up row copies comes from the real rows.
+            let mut memo = Memo::default();
+            let before = Rows::parse(&x.result, x.version, None).unwrap();
+            let (outcome, out) = rewrite(call, &x.result, &mut memo);
+            let after = Rows::parse(&out, x.version, None).unwrap();
+            assert!(outcome.left_out.is_empty());
+            assert_eq!(after.columns(), before.columns());
+            let schema_version = column(&before, "schema_version")[0].clone();
+            assert!(schema_version.is_some());
+            match table {
+                Table::Local => {
+                    assert_eq!((outcome.rows_in, outcome.rows_out), (1, 1));
+                    // Instance 0 of 2; every other cell as Cassandra wrote it.
+                    for (i, c) in after.columns().iter().enumerate() {
+                        let (old, new) = (
+                            before.rows().next().unwrap().cell(i).unwrap(),
+                            after.rows().next().unwrap().cell(i).unwrap(),
+                        );
+                        match c.name {
+                            "rpc_address" | "broadcast_address" | "listen_address" => {
+                                assert_eq!(new.value, Some(&ip4("127.0.2.1")[..]), "{}", c.name)
+                            }
+                            "rpc_port" | "broadcast_port" | "listen_port" => {
+                                assert_eq!(new.value, Some(&int_cell(9142)[..]), "{}", c.name)
+                            }
+                            "tokens" | "host_id" => assert_ne!(old, new, "{}", c.name),
+                            _ => assert_eq!(old.raw, new.raw, "{}", c.name),
+                        }
+                    }
+                    assert_eq!(sorted_set(&after, "tokens", 0), [token(0, 2, false)]);
+                    assert_eq!(column(&after, "host_id"), [Some(host_id(a).to_vec())]);
+                    assert_eq!(memo.get(Field::DataCenter), Some(&b"datacenter1"[..]));
+                    assert_eq!(memo.get(Field::SchemaVersion), schema_version.as_deref());
+                    assert_eq!(
+                        memo.get(Field::Partitioner),
+                        Some(&b"org.apache.cassandra.dht.Murmur3Partitioner"[..])
+                    );
+                }
+                Table::Peers | Table::PeersV2 => {
+                    // Two real rows in, exactly one made-up row out: instance B.
+                    assert_eq!(
+                        outcome,
+                        Outcome {
+                            rows_in: 2,
+                            rows_out: 1,
+                            left_out: vec![]
+                        },
+                        "{session} {}",
+                        x.query
+                    );
+                    for name in table.address_columns() {
+                        assert_eq!(column(&after, name), [Some(ip4("127.0.2.2"))], "{name}");
+                    }
+                    for name in table.port_columns() {
+                        assert_eq!(column(&after, name), [Some(int_cell(9142))], "{name}");
+                    }
+                    assert_eq!(sorted_set(&after, "tokens", 0), [token(1, 2, false)]);
+                    assert_eq!(sorted_set(&after, "tokens", 0), ["0"]);
+                    assert_eq!(column(&after, "host_id"), [Some(host_id(b).to_vec())]);
+                    assert_eq!(column(&after, "schema_version"), [schema_version]);
+                    assert_eq!(
+                        column(&after, "data_center"),
+                        [Some(b"datacenter1".to_vec())]
+                    );
+                    assert_eq!(column(&after, "rack"), [Some(b"rack1".to_vec())]);
+                    assert_eq!(
+                        column(&after, "release_version"),
+                        column(&before, "release_version")[..1]
+                    );
+                }
+            }
+        }
+    }
 }
