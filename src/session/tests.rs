@@ -1164,7 +1164,11 @@ fn token_set() -> Vec<u8> {
 }
 
 fn node_columns(b: &mut Vec<u8>) {
-    write::string(b, "rpc_address");
+    node_columns_named(b, "rpc_address");
+}
+
+fn node_columns_named(b: &mut Vec<u8>, address: &str) {
+    write::string(b, address);
     b.extend_from_slice(&INET.to_be_bytes());
     write::string(b, "data_center");
     b.extend_from_slice(&VARCHAR.to_be_bytes());
@@ -1412,4 +1416,25 @@ fn with_topology_off_rows_pass_as_they_came() {
     let local = node_rows("local", &[([10, 0, 1, 1], "dc1")], false);
     let (_, down) = w.server_sends(4, Opcode::Result, &local);
     assert_eq!(down[0].body, local);
+}
+
+#[test]
+fn an_address_column_under_an_alias_names_the_proxy_too() {
+    let mut w = logged_in(4, Topology::default());
+    w.query(
+        4,
+        "SELECT rpc_address AS a, data_center, tokens FROM system.local",
+    );
+    let mut local = 2i32.to_be_bytes().to_vec();
+    local.extend_from_slice(&1i32.to_be_bytes());
+    local.extend_from_slice(&3i32.to_be_bytes());
+    write::string(&mut local, "system");
+    write::string(&mut local, "local");
+    node_columns_named(&mut local, "a");
+    local.extend_from_slice(&1i32.to_be_bytes());
+    write::bytes(&mut local, Some(&[10, 0, 1, 1]));
+    write::bytes(&mut local, Some(b"dc1"));
+    write::bytes(&mut local, Some(&token_set()));
+    let (_, down) = w.server_sends(4, Opcode::Result, &local);
+    assert_eq!(read_node_rows(&down[0].body)[0].0, [127, 0, 0, 2]);
 }

@@ -18,9 +18,10 @@
 //!
 //! Only cells change; the metadata goes on as it came, except that a made-up answer
 //! (`system.peers(_v2)` under [`Topology::Proxy`]) loses Has_more_pages and its paging state,
-//! so that no driver pages through it. Columns are matched by name and type
-//! ([`Table::address_columns`], [`Table::port_columns`]): every non-null cell of an address
-//! column becomes the proxy's IP (4 bytes for IPv4, IPv4-mapped IPv6 included; 16 for IPv6),
+//! so that no driver pages through it. Every inet column is an address, whatever its name
+//! (the table's own are [`Table::address_columns`]; an alias such as `SELECT rpc_address AS a`
+//! is one too), and port columns are matched by name and type ([`Table::port_columns`]):
+//! every non-null cell of an address column becomes the proxy's IP (4 bytes for IPv4, IPv4-mapped IPv6 included; 16 for IPv6),
 //! every non-null cell of a port column the proxy's port; null cells stay null.
 //!
 //! The node a row describes is its native address ([`Table::node_columns`]): `rpc_address`

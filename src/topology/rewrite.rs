@@ -41,7 +41,9 @@ impl Plan {
         let roles = columns
             .iter()
             .map(|c| match (c.name, c.kind) {
-                (name, Kind::Inet) if table.address_columns().contains(&name) => Role::Address,
+                // Every inet column of these tables is an address: by any name, so that an
+                // alias (`SELECT rpc_address AS a`) names the proxy too.
+                (_, Kind::Inet) => Role::Address,
                 (name, Kind::Int) if table.port_columns().contains(&name) => Role::Port,
                 ("tokens", Kind::TextSet) => Role::Tokens,
                 ("host_id", Kind::Uuid) => Role::HostId,
