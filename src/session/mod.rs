@@ -23,6 +23,10 @@
 //!   responses a decision depends on (RESULT Prepared, Set_keyspace) are decoded. A reply of
 //!   the proxy's own waits until the server's stream toward the client is between frames
 //!   (between segments in v5), so it never lands inside a response.
+//! * The answers that tell a driver where the nodes are (a SELECT on `system.local` or
+//!   `system.peers(_v2)`) and, after a REGISTER, topology and status events are held whole
+//!   and rewritten to name proxy addresses (`cql_topology`, [`cluster`]); while one is due
+//!   the server's stream is read frame by frame, the other frames going on as they came.
 //!
 //! # Order and back-pressure
 //!
