@@ -1,13 +1,18 @@
 //! The cost of the audit log per request: `cargo bench --bench audit`.
 //!
 //! A gated session (token login, the ten-role policy of `tests/policy/realistic.toml`) is
-//! fed one QUERY and its RESULT per iteration, with and without an audit log; the
+//! fed one request and its RESULT per iteration, with and without an audit log; the
 //! difference is what auditing adds to a request: drafting the record, keeping it until the
 //! response, and formatting its line (JSON or Cassandra's format). Writing the line to a
-//! file is NGINX's `write()` and is not included.
+//! file is NGINX's `write()` and is not included. `request_*` is a QUERY (its statement is
+//! rendered for each line), `execute_*` an EXECUTE of a prepared id (rendered at the first
+//! one, then copied). Before the runs, the heap allocations of one request are counted and
+//! printed (`allocations per request`).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ngx_stream_cql_module::audit::{self, Format, Peer};
@@ -17,6 +22,31 @@ use ngx_stream_cql_module::policy::Policy;
 use ngx_stream_cql_module::session::{
     Action, AuthMode, Capacities, Config, Direction, Session, Shared,
 };
+
+/// The system allocator, counting allocations.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as received.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 const POLICY: &str = include_str!("../tests/policy/realistic.toml");
 const SECRET: &str = "an HMAC secret of at least thirty-two bytes for the bench";
@@ -70,6 +100,42 @@ fn query(stream: i16, text: &str) -> Vec<u8> {
     out
 }
 
+/// A v4 EXECUTE of `id` at consistency ONE with no values.
+fn execute(stream: i16, id: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id);
+    body.extend_from_slice(&1u16.to_be_bytes());
+    body.push(0);
+    let mut out = Vec::new();
+    Framing::envelopes(4).write_message(stream, Opcode::Execute, &body, &mut out);
+    out
+}
+
+/// The prepared id of the bench's statement (an MD5's length).
+const ID: &[u8] = b"\x9a\x41\x07\xc3\x5e\x10\x6b\xd2\x88\x0f\x3c\xe4\x71\x2a\xb5\x66";
+
+/// Prepares `text` on `s` as [`ID`], the server answering RESULT Prepared.
+fn prepare(s: &mut Session, text: &str) {
+    let f = Framing::envelopes(4);
+    let mut body = Vec::new();
+    body.extend_from_slice(&(text.len() as i32).to_be_bytes());
+    body.extend_from_slice(text.as_bytes());
+    let mut buf = Vec::new();
+    f.write_message(2, Opcode::Prepare, &body, &mut buf);
+    let _ = s.feed(Direction::ClientToServer, &buf, NOW);
+    let _ = s.take_output(Direction::ClientToServer, Vec::new());
+    let mut result = 4i32.to_be_bytes().to_vec();
+    result.extend_from_slice(&(ID.len() as u16).to_be_bytes());
+    result.extend_from_slice(ID);
+    result.extend_from_slice(&[0; 12]);
+    buf.clear();
+    f.write_message(2, Opcode::Result, &result, &mut buf);
+    let _ = s.feed(Direction::ServerToClient, &buf, NOW);
+    let _ = s.take_output(Direction::ServerToClient, Vec::new());
+    s.drain_audit(|_| {});
+}
+
 /// A logged-in session of `config`.
 fn session(config: Rc<Config>) -> Session {
     let shared = Rc::new(RefCell::new(Shared::new(Capacities::default())));
@@ -106,30 +172,56 @@ fn session(config: Rc<Config>) -> Session {
 }
 
 fn bench(c: &mut Criterion) {
-    let request = query(5, "SELECT id, status, total FROM shop.orders WHERE id = 42");
+    let text = "SELECT id, status, total FROM shop.orders WHERE id = ?";
     let mut response = Vec::new();
     // RESULT Void: the smallest response; the audit cost does not depend on its size.
     Framing::envelopes(4).write_message(5, Opcode::Result, &1i32.to_be_bytes(), &mut response);
     let mut group = c.benchmark_group("audit");
-    for (name, format) in [
-        ("off", None),
-        ("json", Some(Format::Json)),
-        ("cassandra", Some(Format::Cassandra)),
+    for (kind, request) in [
+        (
+            "request",
+            query(5, "SELECT id, status, total FROM shop.orders WHERE id = 42"),
+        ),
+        ("execute", execute(5, ID)),
     ] {
-        let mut s = session(config(format));
-        let mut spare = Vec::new();
-        let mut written = 0usize;
-        group.bench_function(format!("request_{name}"), |b| {
-            b.iter(|| {
+        for (name, format) in [
+            ("off", None),
+            ("json", Some(Format::Json)),
+            ("cassandra", Some(Format::Cassandra)),
+        ] {
+            let mut s = session(config(format));
+            prepare(&mut s, text);
+            let mut spare = Vec::new();
+            let mut written = 0usize;
+            let round = |s: &mut Session, spare: &mut Vec<u8>, written: &mut usize| {
                 let action = s.feed(Direction::ClientToServer, black_box(&request), NOW);
                 debug_assert_eq!(action, Action::Replace);
-                spare = s.take_output(Direction::ClientToServer, core::mem::take(&mut spare));
+                *spare = s.take_output(Direction::ClientToServer, core::mem::take(spare));
                 let action = s.feed(Direction::ServerToClient, black_box(&response), NOW);
                 debug_assert_eq!(action, Action::Forward);
-                s.drain_audit(|lines| written += lines.len());
-            })
-        });
-        assert!(format.is_none() || written > 0, "lines were written");
+                s.drain_audit(|lines| *written += lines.len());
+            };
+            // Warm (buffers grown, the prepared statement rendered), then count.
+            for _ in 0..100 {
+                round(&mut s, &mut spare, &mut written);
+            }
+            const COUNTED: usize = 1000;
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            let lines_before = written;
+            for _ in 0..COUNTED {
+                round(&mut s, &mut spare, &mut written);
+            }
+            let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+            eprintln!(
+                "audit/{kind}_{name}: {:.2} allocations per request, {} bytes of audit line",
+                allocations as f64 / COUNTED as f64,
+                (written - lines_before) / COUNTED
+            );
+            group.bench_function(format!("{kind}_{name}"), |b| {
+                b.iter(|| round(&mut s, &mut spare, &mut written))
+            });
+            assert!(format.is_none() || written > 0, "lines were written");
+        }
     }
     group.finish();
 }

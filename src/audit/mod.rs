@@ -6,14 +6,24 @@
 //! recorded, and `PASSWORD '...'` in role statements is masked), and bound values (only a
 //! statement's text is recorded; the values of EXECUTE and of bound QUERY/BATCH are never
 //! read). Literals in the text may be masked too (`redact_literals`).
+//!
+//! What does not change is rendered once: a session's connection and identity fields by its
+//! [`Renderer`], a statement's fields as a [`Subject`] (kept per prepared id by
+//! [`PreparedSubjects`]), so that writing a line is mostly copying.
 
+mod cache;
 mod format;
 mod redact;
+#[cfg(test)]
+mod reference;
 mod time;
 
-pub use format::{hex, write_line};
+pub use cache::PreparedSubjects;
+pub use format::{hex, write_hex, Renderer, Subject};
 pub use redact::redact;
-pub use time::iso8601_ms;
+pub use time::{iso8601_ms, iso8601_ms_bytes};
+
+use std::rc::Rc;
 
 use crate::classify::Category;
 
@@ -143,13 +153,11 @@ pub enum Outcome {
 }
 
 /// One statement of a BATCH.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Child {
     pub operation: &'static str,
-    pub keyspace: Option<String>,
-    pub table: Option<String>,
-    pub statement: Option<String>,
-    pub prepared_id: Option<Vec<u8>>,
+    /// Its keyspace, table, text and prepared id, rendered.
+    pub subject: Subject,
 }
 
 /// The totals of a connection, for the record written when it ends.
@@ -171,11 +179,10 @@ pub struct Record {
     pub category: Category,
     /// Cassandra's operation type (`SELECT`, `LOGIN_ERROR`, ...).
     pub operation: &'static str,
-    pub keyspace: Option<String>,
-    pub table: Option<String>,
-    /// The statement's text, masked as configured.
-    pub statement: Option<String>,
-    /// For EXECUTE (and a PREPARE once answered): the prepared id.
+    /// What it is about: keyspace, table, statement text (masked as configured) and, for
+    /// an EXECUTE, the prepared id; rendered by the session's [`Renderer`].
+    pub subject: Option<Subject>,
+    /// The prepared id a PREPARE's answer gave, when the subject has none.
     pub prepared_id: Option<Vec<u8>>,
     pub batch: Vec<Child>,
     /// The request's stream id.
@@ -184,8 +191,9 @@ pub struct Record {
     pub allowed: Option<bool>,
     /// Why it was denied (the client's error message), or what went wrong.
     pub reason: Option<String>,
-    /// The policy rule that decided.
-    pub rule: Option<String>,
+    /// The policy rule that decided (shared: a session's requests are mostly decided by the
+    /// same few rules).
+    pub rule: Option<Rc<str>>,
     pub outcome: Option<Outcome>,
     /// Microseconds from forwarding the request to its response.
     pub latency_us: Option<u64>,
@@ -200,9 +208,7 @@ impl Record {
             event,
             category,
             operation,
-            keyspace: None,
-            table: None,
-            statement: None,
+            subject: None,
             prepared_id: None,
             batch: Vec::new(),
             stream: None,
@@ -213,6 +219,11 @@ impl Record {
             latency_us: None,
             summary: None,
         }
+    }
+
+    /// The keyspace the record is about, for the filter.
+    pub fn keyspace(&self) -> Option<&str> {
+        self.subject.as_ref()?.keyspace()
     }
 
     /// Whether the record tells of something refused: a denial, a failed login, a

@@ -4,15 +4,17 @@
 //! PASSWORD 'x'`, `HASHED PASSWORD`) are always masked, as Cassandra's audit log does. With
 //! `literals`, every string, number, UUID, duration and blob literal becomes `?`.
 
+use std::borrow::Cow;
+
 use crate::classify::lexer::{Lexer, Tok};
 
 /// What replaces a password.
 const MASK: &str = "'*******'";
 
-/// The text to record for `text`.
-pub fn redact(text: &str, literals: bool) -> String {
+/// The text to record for `text`: `text` itself when nothing is masked (the usual case).
+pub fn redact(text: &str, literals: bool) -> Cow<'_, str> {
     if !literals && !mentions_password(text) {
-        return text.to_string();
+        return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
     let mut lexer = Lexer::new(text);
@@ -23,7 +25,7 @@ pub fn redact(text: &str, literals: bool) -> String {
         let tok = match lexer.next_token() {
             Ok(Tok::End) => break,
             Ok(tok) => tok,
-            Err(_) => return unlexable(text, literals),
+            Err(_) => return Cow::Owned(unlexable(text, literals)),
         };
         let start = lexer.token_start();
         let end = lexer.offset();
@@ -45,7 +47,7 @@ pub fn redact(text: &str, literals: bool) -> String {
         };
     }
     out.push_str(text.get(copied..).unwrap_or_default());
-    out
+    Cow::Owned(out)
 }
 
 /// Whether `text` contains the word PASSWORD in any case: only then is it lexed.

@@ -2,6 +2,12 @@
 
 /// Writes `unix_ms` as `2026-11-21T09:30:00.123Z`.
 pub fn iso8601_ms(unix_ms: u64, out: &mut String) {
+    let b = iso8601_ms_bytes(unix_ms);
+    out.push_str(core::str::from_utf8(&b).unwrap_or_default());
+}
+
+/// `unix_ms` as the bytes of `2026-11-21T09:30:00.123Z`.
+pub fn iso8601_ms_bytes(unix_ms: u64) -> [u8; 24] {
     let secs = unix_ms / 1000;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(secs / 86_400);
@@ -19,7 +25,7 @@ pub fn iso8601_ms(unix_ms: u64, out: &mut String) {
     put(14, 2, rem / 60 % 60);
     put(17, 2, rem % 60);
     put(20, 3, unix_ms % 1000);
-    out.push_str(core::str::from_utf8(&b).unwrap_or_default());
+    b
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's

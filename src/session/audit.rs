@@ -5,12 +5,19 @@
 //! decided; a denial is written at once, an allowed request waits (by stream id) for its
 //! response, which gives the outcome and the latency. Lines are formatted here and taken by
 //! the NGINX layer with [`Session::drain_audit`].
+//!
+//! What does not change is rendered once: the connection and identity fields when the
+//! session opens and at each login (the [`audit::Renderer`]), a prepared statement's fields at
+//! its first EXECUTE on the connection ([`audit::PreparedSubjects`]), and a rule's text is
+//! shared by the requests it decides. An EXECUTE's record then allocates nothing.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
-use crate::audit::{self, Child, Event, Outcome, Peer, Record, Summary, Who};
+use crate::audit::{
+    self, Child, Event, Outcome, Peer, PreparedSubjects, Record, Renderer, Summary, Who,
+};
 use crate::classify::{Category, Operation, Statement};
 use crate::codec::messages::strip_prefixes;
 use crate::codec::{Header, Opcode};
@@ -41,6 +48,12 @@ pub(super) struct AuditLog {
     settings: Rc<audit::Settings>,
     peer: Peer,
     who: Who,
+    /// Renders the lines, with `peer` and `who` rendered once.
+    renderer: Renderer,
+    /// The rendered statements of the prepared ids executed on the connection.
+    prepared: PreparedSubjects,
+    /// The last rule text recorded, shared by the records it decides.
+    rule: Option<Rc<str>>,
     /// Formatted lines waiting to be written.
     lines: Vec<u8>,
     /// Allowed requests waiting for their response, by stream id, with the time they went on.
@@ -61,36 +74,61 @@ pub(super) struct Clock {
 
 impl AuditLog {
     fn write(&mut self, record: &Record) {
-        audit::write_line(
-            self.settings.format,
-            &self.peer,
-            &self.who,
-            record,
-            &mut self.lines,
-        );
+        self.renderer.write(record, &mut self.lines);
     }
 
     fn wants(&self, record: &Record) -> bool {
         !self.closed
-            && self.settings.filter.wants(
-                record.category,
-                record.keyspace.as_deref(),
-                record.is_denial(),
-            )
+            && self
+                .settings
+                .filter
+                .wants(record.category, record.keyspace(), record.is_denial())
     }
 
-    fn text(&self, text: &str) -> String {
-        audit::redact(text, self.settings.redact_literals)
+    /// The subject of a statement: `text` as sent, `id` its prepared id. A prepared one is
+    /// rendered once and shared.
+    fn subject(
+        &mut self,
+        text: Option<&str>,
+        id: Option<&[u8]>,
+        statement: Option<&Statement<'_>>,
+    ) -> audit::Subject {
+        let keyspace = statement.and_then(|s| s.keyspace.as_deref());
+        let table = statement.and_then(|s| s.table.as_deref());
+        match (text, id) {
+            (Some(text), Some(id)) => {
+                self.prepared
+                    .get(&mut self.renderer, id, text, keyspace, table)
+            }
+            _ => self.renderer.subject(keyspace, table, text, id),
+        }
+    }
+
+    /// `rule` shared with the last record it decided, when it is the same.
+    fn rule(&mut self, rule: &str) -> Rc<str> {
+        match &self.rule {
+            Some(last) if **last == *rule => Rc::clone(last),
+            _ => {
+                let rule: Rc<str> = Rc::from(rule);
+                self.rule = Some(Rc::clone(&rule));
+                rule
+            }
+        }
+    }
+
+    /// Renders who the records name again.
+    fn identify(&mut self) {
+        self.renderer.identify(&self.peer, &self.who);
     }
 }
 
 /// The keyspace a batch concerns: its statements' one keyspace, if they share one.
-fn common_keyspace(children: &[Child]) -> Option<String> {
-    let first = children.first()?.keyspace.as_ref()?;
+fn common_keyspace(children: &[Child]) -> Option<&str> {
+    let first = children.first()?.subject.keyspace()?;
     children
         .iter()
-        .all(|c| c.keyspace.as_ref() == Some(first))
-        .then(|| first.clone())
+        .all(|c| c.subject.keyspace() == Some(first))
+        .then_some(first)
 }
 
 impl Session {
@@ -103,10 +141,15 @@ impl Session {
             unix_ms,
             monotonic_us,
         };
+        let who = Who::default();
+        let renderer = Renderer::new(&settings, &peer, &who);
         self.audit = Some(Box::new(AuditLog {
             settings,
             peer,
-            who: Who::default(),
+            who,
+            renderer,
+            prepared: PreparedSubjects::default(),
+            rule: None,
             lines: Vec::new(),
             inflight: HashMap::default(),
             opened_ms: unix_ms,
@@ -185,6 +228,7 @@ impl Session {
                 roles,
                 auth: identity.source.auth_method(),
             };
+            log.identify();
         }
     }
 
@@ -202,8 +246,11 @@ impl Session {
         record.allowed = Some(outcome.is_ok());
         if let Err(reason) = outcome {
             record.reason = Some(reason.to_string());
-            log.who.principal = None;
-            log.who.roles.clear();
+            if log.who.principal.is_some() || !log.who.roles.is_empty() {
+                log.who.principal = None;
+                log.who.roles.clear();
+                log.identify();
+            }
         }
         if log.wants(&record) {
             log.write(&record);
@@ -247,9 +294,7 @@ impl Session {
         };
         let mut record = Record::new(time, Event::Request, category, operation.as_str());
         record.stream = Some(stream);
-        record.keyspace = statement.keyspace.as_deref().map(str::to_string);
-        record.table = statement.table.as_deref().map(str::to_string);
-        record.statement = Some(log.text(text));
+        record.subject = Some(log.subject(Some(text), None, Some(statement)));
         log.draft = Some(record);
     }
 
@@ -270,12 +315,8 @@ impl Session {
         };
         let mut record = Record::new(time, Event::Request, category, operation.as_str());
         record.stream = Some(stream);
-        record.prepared_id = Some(id.to_vec());
-        if let Some((text, statement)) = prepared {
-            record.keyspace = statement.keyspace.as_deref().map(str::to_string);
-            record.table = statement.table.as_deref().map(str::to_string);
-            record.statement = Some(log.text(text));
-        }
+        let (text, statement) = prepared.unzip();
+        record.subject = Some(log.subject(text, Some(id), statement));
         log.draft = Some(record);
     }
 
@@ -310,10 +351,7 @@ impl Session {
             operation: statement
                 .map(|s| s.operation.as_str())
                 .unwrap_or(Operation::RequestFailure.as_str()),
-            keyspace: statement.and_then(|s| s.keyspace.as_deref().map(str::to_string)),
-            table: statement.and_then(|s| s.table.as_deref().map(str::to_string)),
-            statement: text.map(|t| log.text(t)),
-            prepared_id: id.map(<[u8]>::to_vec),
+            subject: log.subject(text, id, statement),
         };
         if let Some(draft) = log.draft.as_mut() {
             draft.batch.push(child);
@@ -322,16 +360,22 @@ impl Session {
 
     /// The rule that allowed a statement of the request being decided.
     pub(super) fn draft_rule(&mut self, rule: &str) {
-        let Some(draft) = self.audit.as_mut().and_then(|log| log.draft.as_mut()) else {
+        let Some(log) = self.audit.as_mut() else {
             return;
         };
-        match &mut draft.rule {
+        let Some(draft) = log.draft.as_ref() else {
+            return;
+        };
+        let joined = match draft.rule.as_deref() {
             Some(rules) if !rules.split("; ").any(|r| r == rule) => {
-                rules.push_str("; ");
-                rules.push_str(rule);
+                Some(Rc::from(format!("{rules}; {rule}")))
             }
-            Some(_) => {}
-            None => draft.rule = Some(rule.to_string()),
+            Some(_) => return,
+            None => None,
+        };
+        let rule = joined.unwrap_or_else(|| log.rule(rule));
+        if let Some(draft) = log.draft.as_mut() {
+            draft.rule = Some(rule);
         }
     }
 
@@ -347,7 +391,8 @@ impl Session {
             return;
         };
         if !record.batch.is_empty() {
-            record.keyspace = common_keyspace(&record.batch);
+            let keyspace = common_keyspace(&record.batch);
+            record.subject = keyspace.map(|ks| log.renderer.subject(Some(ks), None, None, None));
         }
         match decision {
             Decided::Allowed => {
@@ -361,7 +406,7 @@ impl Session {
             Decided::Denied { reason, rule } => {
                 record.allowed = Some(false);
                 record.reason = Some(reason);
-                record.rule = rule;
+                record.rule = rule.map(Rc::from);
                 if log.wants(&record) {
                     log.write(&record);
                 }
@@ -405,7 +450,11 @@ impl Session {
             _ => Outcome::Success,
         });
         record.latency_us = Some(now.saturating_sub(started));
-        if record.prepared_id.is_none() {
+        let has_id = record
+            .subject
+            .as_ref()
+            .is_some_and(audit::Subject::has_prepared_id);
+        if !has_id && record.prepared_id.is_none() {
             record.prepared_id = prepared_id.map(<[u8]>::to_vec);
         }
         log.write(&record);
