@@ -14,7 +14,11 @@
 //!
 //! A `syslog:` target sends each line as one datagram with NGINX's syslog code (the
 //! `error_log`/`access_log` syntax: `server=`, `facility=`, `severity=`, `tag=`,
-//! `nohostname`). Neither ever waits on the network.
+//! `nohostname`). Neither ever waits on the network. A datagram is at most
+//! [`SYSLOG_MAX_DATAGRAM`] bytes, header included; a longer line is shortened with a visible
+//! mark (see [`fit_syslog_line`]).
+
+use std::borrow::Cow;
 
 use core::cell::RefCell;
 use core::ffi::c_void;
@@ -301,7 +305,7 @@ impl Sink {
             Target::File(audit) => (*audit).write(lines, log),
             Target::Syslog(peer) => {
                 for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    send_syslog(peer, line, log);
+                    send_syslog(peer, line, self.format, log);
                 }
             }
         }
@@ -391,7 +395,9 @@ unsafe extern "C" fn flush_timer(event: *mut ngx_event_t) {
     (*audit).flush((*event).log);
 }
 
-/// At worker exit: writes every audit buffer of the worker's configuration.
+/// At worker exit: writes every audit buffer of the worker's configuration. NGINX's core
+/// calls each open file's `flush` at exit too (ours, where [`add_buffer`] set it), before
+/// this: whichever comes second finds the buffer empty.
 pub unsafe fn flush_all(cycle: *mut ngx_cycle_t) {
     for audit in files_of(cycle) {
         (*audit).flush((*cycle).log);
@@ -488,8 +494,14 @@ pub unsafe fn check_files_at_load(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     NGX_OK as ngx_int_t
 }
 
-/// One syslog datagram: NGINX's header, then the line.
-unsafe fn send_syslog(peer: *mut ngx_syslog_peer_t, line: &[u8], log: *mut ngx_log_t) {
+/// One syslog datagram: NGINX's header, then the line, shortened by [`fit_syslog_line`] to
+/// what [`SYSLOG_MAX_DATAGRAM`] leaves after the header.
+unsafe fn send_syslog(
+    peer: *mut ngx_syslog_peer_t,
+    line: &[u8],
+    format: Format,
+    log: *mut ngx_log_t,
+) {
     let cycle = *addr_of!(ngx_cycle);
     let hostname = if cycle.is_null() {
         0
@@ -511,7 +523,8 @@ unsafe fn send_syslog(peer: *mut ngx_syslog_peer_t, line: &[u8], log: *mut ngx_l
         return;
     }
     message.set_len(written);
-    message.extend_from_slice(line);
+    let line = fit_syslog_line(line, SYSLOG_MAX_DATAGRAM.saturating_sub(written), format);
+    message.extend_from_slice(&line);
     let n = ngx_syslog_send(peer, message.as_mut_ptr(), message.len());
     if n < 0 {
         ngx_log_error!(
@@ -519,5 +532,253 @@ unsafe fn send_syslog(peer: *mut ngx_syslog_peer_t, line: &[u8], log: *mut ngx_l
             log,
             "cql: send() of an audit line to syslog failed"
         );
+    }
+}
+
+/// The longest syslog datagram of an audit line, NGINX's header included: rsyslog's default
+/// `maxMessageSize` (8k; syslog-ng's default is 64k), so a line arrives whole at a default
+/// receiver, and well inside one UDP datagram (65,507 bytes over IPv4). NGINX's own
+/// `error_log` lines to syslog are cut at 2048 bytes (`NGX_MAX_ERROR_STR`), too short for a
+/// statement; its `access_log` lines are not capped at all.
+pub const SYSLOG_MAX_DATAGRAM: usize = 8192;
+
+/// `line` (without its `\n`) in at most `max` bytes. A longer JSON line stays one valid JSON
+/// object with every field: its longest string values (the statement text, a batch's
+/// statements, a reason) are cut, each at a character boundary and never inside an escape,
+/// and end in `...[truncated N bytes]`, N counting the bytes of the line taken out of that
+/// value. A line of `format=cassandra`, or a JSON line that cannot be fitted so (a batch of
+/// thousands of statements), is cut at a UTF-8 boundary and ends in the same mark: such a
+/// JSON line is no longer JSON.
+pub fn fit_syslog_line(line: &[u8], max: usize, format: Format) -> Cow<'_, [u8]> {
+    if line.len() <= max {
+        return Cow::Borrowed(line);
+    }
+    if format == Format::Json {
+        if let Some(fitted) = shorten_json_strings(line, max) {
+            return Cow::Owned(fitted);
+        }
+    }
+    Cow::Owned(cut_with_mark(line, max))
+}
+
+/// The mark that ends a shortened line or value.
+fn truncation_mark(removed: usize) -> String {
+    format!("...[truncated {removed} bytes]")
+}
+
+/// The first bytes of `line`, up to a UTF-8 boundary, then the mark, in `max` bytes (or the
+/// mark alone, if `max` cannot hold it).
+fn cut_with_mark(line: &[u8], max: usize) -> Vec<u8> {
+    // The mark is never longer than with the whole line removed.
+    let room = max.saturating_sub(truncation_mark(line.len()).len());
+    let mut keep = room.min(line.len());
+    while keep > 0 && line.get(keep).is_some_and(|b| b & 0xC0 == 0x80) {
+        keep -= 1;
+    }
+    let (kept, removed) = line.split_at(keep);
+    let mut out = Vec::with_capacity(max);
+    out.extend_from_slice(kept);
+    out.extend_from_slice(truncation_mark(removed.len()).as_bytes());
+    out
+}
+
+/// A JSON line with its longest string values cut (see [`fit_syslog_line`]) to fit in `max`
+/// bytes; `None` when cutting every value is not enough or the line is not what the audit
+/// writer renders.
+fn shorten_json_strings(line: &[u8], max: usize) -> Option<Vec<u8>> {
+    let mut values = json_string_values(line)?;
+    values.sort_by_key(|v| core::cmp::Reverse(v.len()));
+    let mut excess = line.len() - max;
+    // (start, end, how many bytes of the value are kept), for the values that are cut.
+    let mut cuts: Vec<(usize, usize, usize)> = Vec::new();
+    for value in values {
+        if excess == 0 {
+            break;
+        }
+        let content = line.get(value.clone())?;
+        let mark = truncation_mark(content.len()).len();
+        let target = content.len().saturating_sub(excess + mark);
+        let keep = escaped_boundary(content, target);
+        let shortened = keep + truncation_mark(content.len() - keep).len();
+        if shortened >= content.len() {
+            continue;
+        }
+        excess = excess.saturating_sub(content.len() - shortened);
+        cuts.push((value.start, value.end, keep));
+    }
+    if excess > 0 {
+        return None;
+    }
+    cuts.sort_unstable();
+    let mut out = Vec::with_capacity(max);
+    let mut at = 0;
+    for (start, end, keep) in cuts {
+        out.extend_from_slice(line.get(at..start + keep)?);
+        out.extend_from_slice(truncation_mark(end - start - keep).as_bytes());
+        at = end;
+    }
+    out.extend_from_slice(line.get(at..)?);
+    Some(out)
+}
+
+/// Where the contents of the string values (not the keys) of a JSON line are, between their
+/// quotes; `None` for a string that does not end.
+fn json_string_values(line: &[u8]) -> Option<Vec<core::ops::Range<usize>>> {
+    let mut values = Vec::new();
+    let mut i = 0;
+    while let Some(&b) = line.get(i) {
+        if b != b'"' {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut j = start;
+        loop {
+            match line.get(j)? {
+                b'\\' => j += 2,
+                b'"' => break,
+                _ => j += 1,
+            }
+        }
+        if line.get(j + 1) != Some(&b':') {
+            values.push(start..j);
+        }
+        i = j + 1;
+    }
+    Some(values)
+}
+
+/// The longest prefix of escaped JSON string `content` of at most `target` bytes that ends
+/// between two characters and outside an escape (`\n`, `\"`, `\u00e9`).
+fn escaped_boundary(content: &[u8], target: usize) -> usize {
+    let mut at = 0;
+    while let Some(&b) = content.get(at) {
+        let next = at
+            + match b {
+                b'\\' if content.get(at + 1) == Some(&b'u') => 6,
+                b'\\' => 2,
+                0xF0..=0xFF => 4,
+                0xE0..=0xEF => 3,
+                0xC0..=0xDF => 2,
+                _ => 1,
+            };
+        if next > target {
+            break;
+        }
+        at = next;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JSON audit line with a statement of `statement` (already escaped).
+    fn json_line(statement: &str) -> String {
+        format!(
+            "{{\"time\":\"2026-11-21T09:30:00.123Z\",\"event\":\"request\",\"session\":17,\
+             \"principal\":\"alice\",\"roles\":[\"shop_reader\"],\"stream\":5,\
+             \"statement\":\"{statement}\",\"decision\":\"allow\",\"outcome\":\"success\"}}"
+        )
+    }
+
+    #[test]
+    fn a_line_within_the_cap_is_sent_as_it_is() {
+        let line = json_line("SELECT * FROM shop.orders");
+        let fitted = fit_syslog_line(line.as_bytes(), line.len(), Format::Json);
+        assert!(matches!(fitted, Cow::Borrowed(_)));
+        assert_eq!(&*fitted, line.as_bytes());
+    }
+
+    #[test]
+    fn a_long_json_line_keeps_every_field_and_marks_its_cut_statement() {
+        let statement = format!(
+            "INSERT INTO shop.orders (id) VALUES ('{}')",
+            "x".repeat(20_000)
+        );
+        let line = json_line(&statement);
+        let max = 8000;
+        let fitted = fit_syslog_line(line.as_bytes(), max, Format::Json);
+        assert!(fitted.len() <= max, "{} bytes", fitted.len());
+        let value: serde_json::Value = serde_json::from_slice(&fitted).expect("still JSON");
+        let text = value["statement"].as_str().expect("a statement");
+        let removed = line.len() - fitted.len() + truncation_mark(0).len() + 4;
+        assert!(
+            text.starts_with("INSERT INTO shop.orders (id) VALUES ('xxx"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&format!("...[truncated {removed} bytes]")),
+            "{}",
+            &text[text.len() - 40..]
+        );
+        assert_eq!(value["outcome"], "success");
+        assert_eq!(value["roles"][0], "shop_reader");
+        assert_eq!(value["principal"], "alice");
+    }
+
+    #[test]
+    fn a_json_value_is_cut_between_characters_and_outside_escapes() {
+        // Every cut position lands in a run of escapes and multi-byte characters.
+        let unit = "\\\"é\\u0001€\\n𝄞";
+        for pad in 0..24 {
+            let statement = format!("{}{}", "a".repeat(pad), unit.repeat(500));
+            let line = json_line(&statement);
+            let max = line.len() - 3000;
+            let fitted = fit_syslog_line(line.as_bytes(), max, Format::Json);
+            assert!(fitted.len() <= max);
+            let value: serde_json::Value = serde_json::from_slice(&fitted)
+                .unwrap_or_else(|e| panic!("pad {pad}: not JSON ({e})"));
+            assert!(value["statement"]
+                .as_str()
+                .is_some_and(|s| s.contains("...[truncated ")));
+        }
+    }
+
+    #[test]
+    fn the_longest_values_are_cut_first_and_short_ones_stay() {
+        let line = format!(
+            "{{\"statement\":\"{}\",\"reason\":\"{}\",\"batch\":[{{\"statement\":\"{}\"}}]}}",
+            "s".repeat(5000),
+            "r".repeat(40),
+            "b".repeat(4000)
+        );
+        let fitted = fit_syslog_line(line.as_bytes(), 6000, Format::Json);
+        assert!(fitted.len() <= 6000);
+        let value: serde_json::Value = serde_json::from_slice(&fitted).expect("still JSON");
+        assert_eq!(value["reason"], "r".repeat(40));
+        assert!(value["statement"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(" bytes]")));
+        assert_eq!(value["batch"][0]["statement"], "b".repeat(4000));
+    }
+
+    #[test]
+    fn a_json_line_that_cannot_keep_its_shape_is_cut_with_the_mark() {
+        // A batch of many short statements: its structure alone is over the cap.
+        let children = vec!["{\"type\":\"INSERT\",\"statement\":\"I\"}"; 2000].join(",");
+        let line = format!("{{\"event\":\"request\",\"batch\":[{children}]}}");
+        let fitted = fit_syslog_line(line.as_bytes(), 8000, Format::Json);
+        assert!(fitted.len() <= 8000);
+        let removed = line.len() - (fitted.len() - truncation_mark(line.len()).len());
+        assert!(fitted.ends_with(truncation_mark(removed).as_bytes()));
+        assert!(line.as_bytes().starts_with(&fitted[..100]));
+    }
+
+    #[test]
+    fn a_cassandra_line_is_cut_at_a_character_boundary_with_the_mark() {
+        let line = format!(
+            "user:alice|host:10.0.0.1:9042|operation:'{}'",
+            "é".repeat(5000)
+        );
+        for max in 7990..8000 {
+            let fitted = fit_syslog_line(line.as_bytes(), max, Format::Cassandra);
+            assert!(fitted.len() <= max);
+            let text = std::str::from_utf8(&fitted).expect("cut between characters");
+            let mark = text.rfind("...[truncated ").expect("the mark");
+            let removed = line.len() - mark;
+            assert!(text.ends_with(&truncation_mark(removed)), "{text}");
+        }
     }
 }
