@@ -338,6 +338,17 @@ impl FrameReader {
                 || (self.seg.phase == Phase::Header && self.seg.have == 0))
     }
 
+    /// Frees the buffers it grew (bodies that spanned reads, decompressed bodies and
+    /// segments) when it is between frames, so that an idle connection holds none: after the
+    /// handshake, whose frames (a token) are larger than most requests.
+    pub fn release_buffers(&mut self) {
+        if self.at_boundary() {
+            self.bufs = Bufs::default();
+            self.seg_buf = Vec::new();
+            self.plain = Vec::new();
+        }
+    }
+
     /// The header of the segment being read (v5), once its CRC24 verified.
     pub fn current_segment(&self) -> Option<SegmentHeader> {
         match (self.mode, self.seg.phase) {

@@ -67,8 +67,9 @@ pub(super) struct Ctx {
     /// reading that peer once its `proxy_buffer_size` is full: the back-pressure of a plain
     /// `proxy_pass`.
     held: [VecDeque<*mut ngx_buf_t>; 2],
-    /// Emptied buffers, reused for the next output.
-    spare: Vec<Vec<u8>>,
+    /// Sent buffers (NGINX's buffer header and the bytes), reused for the next output, so
+    /// that an output allocates nothing in the steady state.
+    spare: Vec<Inflight>,
     /// Where the session's audit lines go.
     audit: Option<Rc<Sink>>,
     /// `cql_auth_timeout`: the handshake deadline.
@@ -479,11 +480,10 @@ impl Ctx {
                 if front.buf.pos < front.buf.last {
                     break;
                 }
-                if let Some(done) = queue.pop_front() {
-                    let mut data = done.data;
-                    if self.spare.len() < SPARE_BUFFERS && data.capacity() <= SPARE_CAPACITY {
-                        data.clear();
-                        self.spare.push(data);
+                if let Some(mut done) = queue.pop_front() {
+                    if self.spare.len() < SPARE_BUFFERS && done.data.capacity() <= SPARE_CAPACITY {
+                        done.data.clear();
+                        self.spare.push(done);
                     }
                 }
             }
@@ -591,13 +591,22 @@ impl Ctx {
     /// Hands the session's output toward one peer to NGINX; the bytes stay alive here
     /// until they are sent.
     unsafe fn send_output(&mut self, s: *mut ngx_stream_session_t, flow: Direction) -> ngx_int_t {
-        let spare = self.spare.pop().unwrap_or_default();
-        let mut data = self.session.take_output(flow, spare);
-        if data.is_empty() {
-            self.spare.push(data);
+        let mut out = match self.spare.pop() {
+            Some(spare) => spare,
+            None => Inflight {
+                buf: Box::new(core::mem::zeroed()),
+                data: Vec::new(),
+            },
+        };
+        out.data = self
+            .session
+            .take_output(flow, core::mem::take(&mut out.data));
+        if out.data.is_empty() {
+            self.spare.push(out);
             return OK;
         }
-        let mut buf: Box<ngx_buf_t> = Box::new(core::mem::zeroed());
+        let Inflight { mut buf, mut data } = out;
+        *buf = core::mem::zeroed();
         let start = data.as_mut_ptr();
         buf.start = start;
         buf.pos = start;

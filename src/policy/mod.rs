@@ -261,6 +261,30 @@ impl Policy {
         statement: &Statement<'_>,
         cache: &mut DecisionCache,
     ) -> Decision {
+        self.decide(principal, roles, statement, cache, true)
+    }
+
+    /// [`Policy::authorize`] for a caller that does not record which rule allowed a
+    /// statement (no audit log): an allowance has an empty `rule`, and a cached one
+    /// allocates nothing. Denials are worded in full.
+    pub fn authorize_quietly(
+        &self,
+        principal: &str,
+        roles: &RoleSet,
+        statement: &Statement<'_>,
+        cache: &mut DecisionCache,
+    ) -> Decision {
+        self.decide(principal, roles, statement, cache, false)
+    }
+
+    fn decide(
+        &self,
+        principal: &str,
+        roles: &RoleSet,
+        statement: &Statement<'_>,
+        cache: &mut DecisionCache,
+        rule: bool,
+    ) -> Decision {
         if statement.is_unparsed() || statement.needs.is_empty() {
             return evaluate::unparsed(statement);
         }
@@ -300,6 +324,13 @@ impl Policy {
             evaluate::statement_checks(&self.model, principal, &resolved, statement)
         {
             return denied;
+        }
+        if !rule {
+            return Decision {
+                allowed: true,
+                reason: String::new(),
+                rule: String::new(),
+            };
         }
         evaluate::allowed(&self.model, first.unwrap_or(By::Default), &more)
     }

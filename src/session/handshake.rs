@@ -356,6 +356,7 @@ impl Session {
 
     fn authenticated(&mut self) {
         self.auth = AuthState::Authenticated;
+        self.release_after_login = true;
         self.open_limits();
         self.audit_login(Ok(()));
     }

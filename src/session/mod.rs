@@ -263,6 +263,8 @@ pub struct Session {
     server_rewrite: bool,
     /// Lines for NGINX's error log (rows left out of a topology answer, and why).
     notices: Vec<String>,
+    /// The handshake just ended: the buffers it grew are freed once nothing is held.
+    release_after_login: bool,
 
     /// Requests decided (allowed or denied) and denied.
     requests: u64,
@@ -340,6 +342,7 @@ impl Session {
             server_passing: false,
             server_rewrite: false,
             notices: Vec::new(),
+            release_after_login: false,
             requests: 0,
             denied: 0,
             audit: None,
@@ -436,6 +439,9 @@ impl Session {
                 action = refusal;
             }
         }
+        if self.release_after_login {
+            self.release_handshake_buffers();
+        }
         if self.audit.is_some() {
             if let Action::Refuse(violation) | Action::Close(violation) = &action {
                 // Drivers probe versions at every connect: that is not worth a record.
@@ -445,6 +451,24 @@ impl Session {
             }
         }
         action
+    }
+
+    /// After the handshake: its frames (a token, the server's answers) grew buffers that
+    /// requests rarely need; an idle connection should not keep them. Buffers in use stay,
+    /// and are freed at the next call.
+    fn release_handshake_buffers(&mut self) {
+        if !self.client_unit.is_empty() || !self.server_unit.is_empty() {
+            return;
+        }
+        self.release_after_login = false;
+        self.client.release_buffers();
+        self.server.release_buffers();
+        self.client_unit.release();
+        self.server_unit.release();
+        self.scratch = Vec::new();
+        if self.deferred.is_empty() {
+            self.deferred = Vec::new();
+        }
     }
 
     /// The handshake deadline (`cql_auth_timeout`) passed: if the client has not logged in

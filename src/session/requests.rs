@@ -307,12 +307,15 @@ impl Session {
         let (Some(policy), Some(roles)) = (&self.config.policy, &self.roles) else {
             return Ok(());
         };
-        let decision = policy.authorize(
-            &identity.principal,
-            roles,
-            statement,
-            &mut self.shared.borrow_mut().decisions,
-        );
+        let audits = self.audit.is_some();
+        let mut shared = self.shared.borrow_mut();
+        // The rule that allowed a statement is worded only for the audit log.
+        let decision = if audits {
+            policy.authorize(&identity.principal, roles, statement, &mut shared.decisions)
+        } else {
+            policy.authorize_quietly(&identity.principal, roles, statement, &mut shared.decisions)
+        };
+        drop(shared);
         if decision.allowed {
             if self.audits() {
                 self.draft_rule(&decision.rule);

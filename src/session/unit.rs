@@ -47,7 +47,12 @@ impl Unit {
             }
         } else {
             if keep {
-                out.extend_from_slice(&self.raw);
+                if out.is_empty() {
+                    // The held frame becomes the output as it is: no copy.
+                    core::mem::swap(out, &mut self.raw);
+                } else {
+                    out.extend_from_slice(&self.raw);
+                }
             }
             self.clear();
         }
@@ -104,6 +109,14 @@ impl Unit {
             write_segments(&self.kept, lz4, out);
         }
         self.clear();
+    }
+
+    /// Frees its buffers when it holds nothing.
+    pub(super) fn release(&mut self) {
+        if self.raw.is_empty() && self.kept.is_empty() {
+            self.raw = Vec::new();
+            self.kept = Vec::new();
+        }
     }
 
     fn clear(&mut self) {

@@ -1,0 +1,259 @@
+//! The session's cost per request, without NGINX: a logged-in connection sends a prepared
+//! point read (EXECUTE) and gets its small RESULT, through `Session::feed` as the filter
+//! feeds it, gate without audit and with a JSON audit line per request:
+//! `cargo bench --bench session`. Before measuring, each case prints the heap allocations
+//! one request costs (a counting allocator), the figure to keep at zero on the hot path.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use ngx_stream_cql_module::audit;
+use ngx_stream_cql_module::codec::primitives::write;
+use ngx_stream_cql_module::codec::{Framing, Opcode};
+use ngx_stream_cql_module::identity::{JwtSettings, JwtValidator};
+use ngx_stream_cql_module::policy::Policy;
+use ngx_stream_cql_module::session::{
+    Action, AuthMode, Capacities, Config, Direction, Limits, Session, Shared,
+};
+
+/// Counts allocations, so a case can say what one request allocates.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not freed.
+static LIVE: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(new_size as u64, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const SECRET: &[u8] = b"a benchmark secret of at least thirty-two bytes";
+const NOW: u64 = 1_800_000_000;
+const POLICY: &str = r#"
+[roles.app]
+grant = [ { permissions = ["SELECT", "MODIFY"], on = "KEYSPACE shop" } ]
+[[bind]]
+role = "app"
+groups = ["shop-app"]
+"#;
+const TEXT: &str = "SELECT v FROM shop.bench_kv WHERE id = ?";
+const ID: &[u8] = b"0123456789abcdef";
+
+fn config(audit: bool) -> Rc<Config> {
+    let secret = std::env::temp_dir().join(format!("cql-bench-secret-{}", std::process::id()));
+    std::fs::write(&secret, SECRET).expect("write the secret");
+    let jwt = JwtValidator::load(&JwtSettings {
+        secret: Some(secret.clone()),
+        algorithms: vec!["HS256".into()],
+        roles_claim: Some("groups".into()),
+        ..JwtSettings::default()
+    })
+    .expect("validator");
+    let _ = std::fs::remove_file(secret);
+    Rc::new(Config {
+        limits: Limits::default(),
+        auth: AuthMode::Token,
+        jwt: Some(jwt),
+        generation: 1,
+        upstream_login: None,
+        policy: Some(Rc::new(Policy::parse(POLICY).expect("policy"))),
+        audit: audit.then(|| Rc::new(audit::Settings::default())),
+        allow_unbound: false,
+        stream_reuse: Default::default(),
+        topology: Default::default(),
+    })
+}
+
+fn feed(s: &mut Session, from: Direction, bytes: &[u8], spare: &mut [Vec<u8>; 2]) {
+    let action = s.feed(from, bytes, NOW);
+    assert!(
+        matches!(action, Action::Forward | Action::Replace),
+        "{action:?}"
+    );
+    for (i, flow) in [Direction::ClientToServer, Direction::ServerToClient]
+        .into_iter()
+        .enumerate()
+    {
+        let out = s.take_output(flow, core::mem::take(&mut spare[i]));
+        spare[i] = out;
+    }
+    s.drain_audit(|lines| {
+        black_box(lines);
+    });
+}
+
+/// A session logged in with a token, the statement prepared.
+fn logged_in(audit: bool) -> (Session, [Vec<u8>; 2]) {
+    let mut s = Session::new(
+        config(audit),
+        Rc::new(RefCell::new(Shared::new(Capacities::default()))),
+        None,
+    );
+    let mut spare = [Vec::new(), Vec::new()];
+    log_in(&mut s, audit, &mut spare);
+    (s, spare)
+}
+
+/// Logs `s` in and prepares the statement, then one request: the connection is idle.
+fn idle(s: &mut Session, audit: bool, spare: &mut [Vec<u8>; 2], up: &[u8], down: &[u8]) {
+    log_in(s, audit, spare);
+    feed(s, Direction::ClientToServer, up, spare);
+    feed(s, Direction::ServerToClient, down, spare);
+}
+
+fn log_in(s: &mut Session, audit: bool, spare: &mut [Vec<u8>; 2]) {
+    if audit {
+        s.open_audit(audit::Peer::default(), NOW * 1000, 0);
+    }
+    let f = Framing::envelopes(4);
+    let mut b = Vec::new();
+    f.write_startup(1, &[("CQL_VERSION", "3.0.0")], &mut b);
+    feed(s, Direction::ClientToServer, &b, spare);
+    b.clear();
+    f.write_ready(1, &mut b);
+    feed(s, Direction::ServerToClient, &b, spare);
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": "svc-bench", "exp": NOW + 3600, "groups": ["shop-app"]}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("token");
+    b.clear();
+    f.write_auth_response_plain(2, "svc-bench", &token, &mut b);
+    feed(s, Direction::ClientToServer, &b, spare);
+    assert!(s.is_authenticated());
+    let mut prepare = Vec::new();
+    write::long_string(&mut prepare, TEXT);
+    b.clear();
+    f.write_envelope(3, Opcode::Prepare, 0, &prepare, &mut b);
+    feed(s, Direction::ClientToServer, &b, spare);
+    let mut prepared = 4i32.to_be_bytes().to_vec();
+    write::short_bytes(&mut prepared, ID);
+    prepared.extend_from_slice(&[0; 20]);
+    b.clear();
+    f.write_envelope(3, Opcode::Result, 0, &prepared, &mut b);
+    feed(s, Direction::ServerToClient, &b, spare);
+}
+
+/// One EXECUTE of the prepared read and its one-row RESULT, on stream 5.
+fn request() -> (Vec<u8>, Vec<u8>) {
+    let f = Framing::envelopes(4);
+    let mut execute = Vec::new();
+    write::short_bytes(&mut execute, ID);
+    execute.extend_from_slice(&1u16.to_be_bytes()); // ONE
+    execute.push(0x01); // values
+    execute.extend_from_slice(&1u16.to_be_bytes());
+    write::bytes(&mut execute, Some(&42i32.to_be_bytes()));
+    let mut up = Vec::new();
+    f.write_envelope(5, Opcode::Execute, 0, &execute, &mut up);
+    let mut rows = 2i32.to_be_bytes().to_vec();
+    rows.extend_from_slice(&4i32.to_be_bytes()); // No_metadata
+    rows.extend_from_slice(&1i32.to_be_bytes());
+    rows.extend_from_slice(&1i32.to_be_bytes());
+    write::bytes(&mut rows, Some(&[b'v'; 64]));
+    let mut down = Vec::new();
+    f.write_envelope(5, Opcode::Result, 0, &rows, &mut down);
+    (up, down)
+}
+
+/// `CQL_BENCH_REQUESTS=N`: runs N requests of each case and exits, for an exact
+/// instruction count under `valgrind --tool=callgrind` (the difference of two N).
+fn fixed_run() -> bool {
+    let Some(n) = std::env::var("CQL_BENCH_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return false;
+    };
+    let (up, down) = request();
+    let audit = std::env::var("CQL_BENCH_AUDIT").is_ok_and(|v| v == "1");
+    let (mut s, mut spare) = logged_in(audit);
+    for _ in 0..n {
+        feed(&mut s, Direction::ClientToServer, &up, &mut spare);
+        feed(&mut s, Direction::ServerToClient, &down, &mut spare);
+    }
+    true
+}
+
+fn bench(c: &mut Criterion) {
+    if fixed_run() {
+        return;
+    }
+    let (up, down) = request();
+    // What an idle logged-in connection holds: its session on the heap and what it owns,
+    // after one request (the shared caches are counted apart, per worker).
+    for audit in [false, true] {
+        let shared = Rc::new(RefCell::new(Shared::new(Capacities::default())));
+        let config = config(audit);
+        // A first connection fills the worker's caches (token, prepared id, decision).
+        let mut first = Session::new(config.clone(), shared.clone(), None);
+        idle(&mut first, audit, &mut [Vec::new(), Vec::new()], &up, &down);
+        let before = LIVE.load(Ordering::Relaxed);
+        let mut s = Box::new(Session::new(config, shared, None));
+        let mut spare = [Vec::new(), Vec::new()];
+        idle(&mut s, audit, &mut spare, &up, &down);
+        let held = LIVE.load(Ordering::Relaxed) - before;
+        println!(
+            "session/idle{}: {held} bytes per logged-in idle connection (Session is {} bytes)",
+            if audit { "_audit" } else { "" },
+            size_of::<Session>()
+        );
+        black_box(s);
+    }
+    let mut group = c.benchmark_group("session");
+    for (name, audit) in [("execute_gate", false), ("execute_gate_audit", true)] {
+        let (mut s, mut spare) = logged_in(audit);
+        // Warm: buffers reach their steady size.
+        for _ in 0..100 {
+            feed(&mut s, Direction::ClientToServer, &up, &mut spare);
+            feed(&mut s, Direction::ServerToClient, &down, &mut spare);
+        }
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for _ in 0..1000 {
+            feed(&mut s, Direction::ClientToServer, &up, &mut spare);
+            feed(&mut s, Direction::ServerToClient, &down, &mut spare);
+        }
+        let per_request = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / 1000.0;
+        println!("session/{name}: {per_request:.1} heap allocations per request");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                feed(
+                    &mut s,
+                    Direction::ClientToServer,
+                    black_box(&up),
+                    &mut spare,
+                );
+                feed(
+                    &mut s,
+                    Direction::ServerToClient,
+                    black_box(&down),
+                    &mut spare,
+                );
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
