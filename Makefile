@@ -49,11 +49,14 @@ fuzz-smoke:
 		echo "fuzz $$t: $$(grep -E '^Done [0-9]+ runs' $$log)"; \
 	done
 
-# Criterion benchmarks of the pure code (codec, classifier, identity, policy, audit), then the end-to-end run:
-# the development server direct, through a plain proxy_pass and through the module, in one
-# run (BENCHMARKS.md, docs/bench/*.png; BENCH_QUICK=1 for a short run).
+# Criterion benchmarks of the pure code (codec, classifier, identity, policy, audit, session),
+# then the end-to-end run, which reports the criterion medians that matter beside its own: the
+# development server direct, through a plain proxy_pass, through the gate without and with a
+# buffered audit log, in one run, and callgrind's instructions per request (BENCHMARKS.md,
+# docs/bench/*.png; BENCH_QUICK=1 for a short run, BENCH_PROFILE=0 without callgrind).
 bench:
-	$(CARGO) bench --bench codec --bench classify --bench identity --bench policy --bench audit
+	$(CARGO) bench --bench codec --bench classify --bench identity --bench policy --bench audit \
+		--bench session
 	$(MAKE) bench-e2e
 
 bench-e2e:

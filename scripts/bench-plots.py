@@ -13,8 +13,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter  # noqa: E402
 
-COLORS = {"direct": "#4c72b0", "plain": "#55a868", "module": "#c44e52"}
-MODES = ["direct", "plain", "module"]
+COLORS = {"direct": "#4c72b0", "plain": "#55a868", "gate": "#dd8452", "gate_audit": "#c44e52"}
+LABELS = {"direct": "direct", "plain": "plain", "gate": "gate", "gate_audit": "gate + audit"}
+
+
+def modes_of(R):
+    return R.get("modes") or list(COLORS)
 
 
 def pick(rows, **kw):
@@ -41,12 +45,12 @@ def latency(R, out):
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     ticks = [0, 50, 90, 99, 99.9, 99.99]
     for ax, (title, rs) in zip(axes[0], panels):
-        for mode in MODES:
+        for mode in modes_of(R):
             r = pick(rs, mode=mode)
             if not r or not r.get("latency_us"):
                 continue
             pts = [(q, v) for q, v in r["latency_us"]["percentiles"] if q <= 99.99]
-            ax.plot([nines(q) for q, _ in pts], [v for _, v in pts], label=mode,
+            ax.plot([nines(q) for q, _ in pts], [v for _, v in pts], label=LABELS[mode],
                     color=COLORS[mode], linewidth=1.8)
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(FixedLocator([nines(t) for t in ticks]))
@@ -67,18 +71,19 @@ def throughput(R, out):
     rows = R["rw"]
     conns = sorted({r["connections"] for r in rows})
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    width = 0.27
-    for i, mode in enumerate(MODES):
+    modes = modes_of(R)
+    width = 0.8 / len(modes)
+    for i, mode in enumerate(modes):
         xs, ys, cpu = [], [], []
         for j, c in enumerate(conns):
             r = pick(rows, mode=mode, connections=c)
             if r:
-                xs.append(j + (i - 1) * width)
+                xs.append(j + (i - (len(modes) - 1) / 2) * width)
                 ys.append(r["rps"] / 1000)
                 cpu.append(r.get("worker_us_per_req"))
-        ax.bar(xs, ys, width, label=mode, color=COLORS[mode])
+        ax.bar(xs, ys, width, label=LABELS[mode], color=COLORS[mode])
         if mode != "direct":
-            ax2.bar(xs, [c or 0 for c in cpu], width, label=mode, color=COLORS[mode])
+            ax2.bar(xs, [c or 0 for c in cpu], width, label=LABELS[mode], color=COLORS[mode])
     for a in (ax, ax2):
         a.set_xticks(range(len(conns)))
         a.set_xticklabels([str(c) for c in conns])
@@ -104,11 +109,13 @@ def buffers(R, out):
             sizes.append(r["buffer"])
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     width = 0.38
-    for i, mode in enumerate(["plain", "module"]):
+    gate = next((r["mode"] for r in rows if r["mode"] != "plain"), "gate_audit")
+    for i, mode in enumerate(["plain", gate]):
         xs = [j + (i - 0.5) * width for j in range(len(sizes))]
         rs = [pick(rows, mode=mode, buffer=b) or {} for b in sizes]
-        ax.bar(xs, [r.get("mib_per_s", 0) for r in rs], width, label=mode, color=COLORS[mode])
-        ax2.bar(xs, [r.get("worker_us_per_mib") or 0 for r in rs], width, label=mode,
+        ax.bar(xs, [r.get("mib_per_s", 0) for r in rs], width, label=LABELS[mode],
+               color=COLORS[mode])
+        ax2.bar(xs, [r.get("worker_us_per_mib") or 0 for r in rs], width, label=LABELS[mode],
                 color=COLORS[mode])
     for a in (ax, ax2):
         a.set_xticks(range(len(sizes)))

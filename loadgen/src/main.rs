@@ -26,8 +26,11 @@ and make the exit status 3):
   rw          prepared small reads and writes, pipelined, on every connection
                 --connections 16 --depth 8 --duration 5 --warmup 1 --write-ratio 0.2
                 --keys 10000 --value-size 64
+              --requests N: exactly N requests (shared out among the connections, no
+              warm-up, each connection waits for its answers) instead of a timed window
   large       prepared SELECT of a whole large partition (large-rows x large-value bytes)
                 --connections 2 --depth 2 --duration 5 --warmup 1 --large-partitions 8
+                --requests N as for rw
   handshakes  connect, STARTUP, AUTH_RESPONSE with a token when asked, close
                 --count 2000 --concurrency 16 --tokens cold|cached
               cold: every handshake presents a token never presented before (needs
@@ -63,6 +66,7 @@ const KNOWN: &[&str] = &[
     "duration",
     "warmup",
     "write-ratio",
+    "requests",
     "count",
     "concurrency",
     "tokens",
@@ -273,12 +277,19 @@ fn run(command: &str, o: &Opts) -> Result<Value, String> {
                 duration: o.num("duration", 5.0)?,
                 warmup: o.num("warmup", 1.0)?,
                 write_ratio: o.num("write-ratio", 0.2)?,
+                requests: match o.get("requests") {
+                    None => None,
+                    Some(_) => Some(o.num("requests", 0u64)?),
+                },
                 data,
                 seed,
                 watch,
             };
             if spec.depth == 0 || spec.depth > 32_768 || spec.connections == 0 {
                 return Err("--connections must be > 0 and --depth in 1..=32768".into());
+            }
+            if spec.requests == Some(0) {
+                return Err("--requests must be > 0".into());
             }
             rt.block_on(workload::pipeline(spec))
         }

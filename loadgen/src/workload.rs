@@ -225,6 +225,10 @@ pub struct PipelineSpec {
     pub duration: f64,
     pub warmup: f64,
     pub write_ratio: f64,
+    /// A fixed number of requests (shared out among the connections, each sending its share
+    /// then waiting for every answer) instead of the timed warm-up and window: every request
+    /// is measured, and the window is the time they took.
+    pub requests: Option<u64>,
     pub data: DataSpec,
     pub seed: u64,
     pub watch: Watch,
@@ -324,18 +328,36 @@ pub async fn pipeline(spec: PipelineSpec) -> Result<Value, String> {
     if conns.is_empty() {
         return Err(format!("no connection could be opened: {}", errors.json()));
     }
-    let t_start = Instant::now() + Duration::from_secs_f64(spec.warmup);
-    let t_end = t_start + Duration::from_secs_f64(spec.duration);
+    let opened = conns.len() as u64;
+    let (t_start, t_end) = match spec.requests {
+        // Counted: no warm-up, and no end but the last answer.
+        Some(_) => (
+            Instant::now(),
+            Instant::now() + Duration::from_secs(365 * 86_400),
+        ),
+        None => {
+            let t_start = Instant::now() + Duration::from_secs_f64(spec.warmup);
+            (t_start, t_start + Duration::from_secs_f64(spec.duration))
+        }
+    };
+    let cpu0 = spec.requests.map(|_| spec.watch.sample());
     let mut running = Vec::new();
     for (i, (c, p)) in conns.into_iter().enumerate() {
         let s = spec.clone();
-        running.push(tokio::spawn(run_conn(c, p, s, i, t_start, t_end)));
+        let quota = spec.requests.map(|n| share(n, opened, i as u64));
+        running.push(tokio::spawn(run_conn(c, p, s, i, t_start, t_end, quota)));
     }
-    tokio::time::sleep_until(t_start.into()).await;
-    let cpu0 = spec.watch.sample();
-    tokio::time::sleep_until(t_end.into()).await;
-    let cpu1 = spec.watch.sample();
-    let measured_window = spec.duration;
+    let cpu0 = match cpu0 {
+        Some(sample) => sample,
+        None => {
+            tokio::time::sleep_until(t_start.into()).await;
+            spec.watch.sample()
+        }
+    };
+    if spec.requests.is_none() {
+        tokio::time::sleep_until(t_end.into()).await;
+    }
+    let mut cpu1 = spec.watch.sample();
     let mut total = Outcome::new();
     total.errors = errors;
     for h in running {
@@ -344,6 +366,13 @@ pub async fn pipeline(spec: PipelineSpec) -> Result<Value, String> {
             Err(e) => total.errors.add(&Failure::Io(format!("task failed: {e}"))),
         }
     }
+    let measured_window = match spec.requests {
+        Some(_) => {
+            cpu1 = spec.watch.sample();
+            t_start.elapsed().as_secs_f64()
+        }
+        None => spec.duration,
+    };
     let rps = total.measured as f64 / measured_window;
     let mut report = json!({
         "workload": if spec.large { "large" } else { "rw" },
@@ -351,7 +380,8 @@ pub async fn pipeline(spec: PipelineSpec) -> Result<Value, String> {
         "authenticated": spec.auth.is_some(),
         "connections": spec.connections,
         "depth": spec.depth,
-        "warmup_s": spec.warmup,
+        "requests_asked": spec.requests,
+        "warmup_s": if spec.requests.is_some() { 0.0 } else { spec.warmup },
         "duration_s": measured_window,
         "requests": total.measured,
         "rps": (rps * 10.0).round() / 10.0,
@@ -383,6 +413,13 @@ pub async fn pipeline(spec: PipelineSpec) -> Result<Value, String> {
     Ok(report)
 }
 
+/// Connection `index`'s share of `total` requests spread over `connections`: the remainder
+/// goes one each to the first connections.
+fn share(total: u64, connections: u64, index: u64) -> u64 {
+    let connections = connections.max(1);
+    total / connections + u64::from(index < total % connections)
+}
+
 async fn run_conn(
     mut c: Conn,
     p: Prepared,
@@ -390,9 +427,13 @@ async fn run_conn(
     index: usize,
     t_start: Instant,
     t_end: Instant,
+    quota: Option<u64>,
 ) -> Outcome {
     let mut o = Outcome::new();
     let depth = spec.depth;
+    // Requests this connection may still send, and those sent but not answered yet.
+    let mut left = quota.unwrap_or(u64::MAX);
+    let mut in_flight = 0u64;
     let mut rng = Rng::new(spec.seed ^ ((index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     let mut value = vec![0u8; spec.data.value_size];
     rng.fill(&mut value);
@@ -418,10 +459,18 @@ async fn run_conn(
         }
     };
     for (s, kind) in kinds.iter_mut().enumerate() {
+        if left == 0 {
+            break;
+        }
         *kind = issue(&mut out, &mut rng, s);
         reissue.push(s);
+        left -= 1;
+        in_flight += 1;
     }
     'run: loop {
+        if quota.is_some() && left == 0 && in_flight == 0 {
+            break;
+        }
         if !out.is_empty() {
             let t = Instant::now();
             for &s in &reissue {
@@ -461,6 +510,7 @@ async fn run_conn(
                 break 'run;
             }
             o.responses += 1;
+            in_flight = in_flight.saturating_sub(1);
             match h.opcode {
                 frame::OP_RESULT => {
                     if let (Kind::Read, Some(r)) = (kinds[s], f.body.clone()) {
@@ -500,9 +550,11 @@ async fn run_conn(
                     o.result_bytes += u64::from(h.length);
                 }
             }
-            if now < t_end {
+            if now < t_end && left > 0 {
                 kinds[s] = issue(&mut out, &mut rng, s);
                 reissue.push(s);
+                left -= 1;
+                in_flight += 1;
             }
         }
         if now >= t_end {
@@ -660,4 +712,21 @@ pub async fn idle(
     report["held_seconds"] = json!(started.elapsed().as_secs_f64());
     drop(conns);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_add_up_to_the_total() {
+        for (total, connections) in [(20_000, 16), (7, 3), (2, 5), (1, 1), (256, 256)] {
+            let shares: Vec<u64> = (0..connections)
+                .map(|i| share(total, connections, i))
+                .collect();
+            assert_eq!(shares.iter().sum::<u64>(), total);
+            let (lo, hi) = (shares.iter().min(), shares.iter().max());
+            assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "{shares:?}");
+        }
+    }
 }
