@@ -338,6 +338,32 @@ impl FrameReader {
                 || (self.seg.phase == Phase::Header && self.seg.have == 0))
     }
 
+    /// v3/v4, between frames: the header of the frame that `input` holds whole from its
+    /// start, checked as [`FrameReader::next`] checks it, without reading it. The caller
+    /// that acts on it skips those `HEADER_LEN + length` bytes itself, and the reader stays
+    /// between frames; it is the cheap path for frames whose body no one reads. `None`
+    /// when the frame is not whole, not valid (`next` then says why), or the reader is in
+    /// segments or about to switch to them.
+    pub fn whole_frame(&self, input: &[u8]) -> Option<Header> {
+        if self.mode != Mode::Envelopes
+            || self.pending_segments.is_some()
+            || self.failed
+            || !self.env.at_boundary()
+        {
+            return None;
+        }
+        let bytes: &[u8; HEADER_LEN] = input.get(..HEADER_LEN)?.try_into().ok()?;
+        check_first_byte(bytes[0], self.direction).ok()?;
+        let h = parse_header(bytes, self.direction).ok()?;
+        if h.length > self.max_body
+            || (h.flags.compression() && self.compression == Compression::None)
+            || input.len() - HEADER_LEN < h.length as usize
+        {
+            return None;
+        }
+        Some(h)
+    }
+
     /// Frees the buffers it grew (bodies that spanned reads, decompressed bodies and
     /// segments) when it is between frames, so that an idle connection holds none: after the
     /// handshake, whose frames (a token) are larger than most requests.

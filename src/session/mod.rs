@@ -56,6 +56,7 @@ use core::cell::RefCell;
 use core::fmt;
 use std::rc::Rc;
 
+use crate::codec::header::HEADER_LEN;
 use crate::codec::messages::{codes, strip_prefixes, ResultBody};
 pub use crate::codec::Direction;
 use crate::codec::{encode, CodecError, Compression, Event, FrameReader, Framing, Header, Opcode};
@@ -569,6 +570,20 @@ impl Session {
                     .extend_from_slice(whole.get(..seen).unwrap_or_default());
                 return self.feed_held(from, input, now);
             }
+            // A whole frame whose body no one reads: seen without the reader.
+            if let Some(header) = self.reader(from).whole_frame(input) {
+                if !self.wants_body(from, &header, false) {
+                    if self.version.is_none() {
+                        self.version = Some(header.version);
+                    }
+                    self.counters.of_mut(from).count(header.opcode);
+                    self.on_watched_frame(from, &header, false);
+                    input = input
+                        .get(HEADER_LEN + header.length as usize..)
+                        .unwrap_or_default();
+                    continue;
+                }
+            }
             let reader = match from {
                 Direction::ClientToServer => &mut self.client,
                 Direction::ServerToClient => &mut self.server,
@@ -627,6 +642,16 @@ impl Session {
     /// decided, then copies it on, drops it, or re-frames its segment without it.
     fn feed_held(&mut self, from: Direction, mut input: &[u8], now: u64) -> Action {
         loop {
+            if from == Direction::ClientToServer {
+                match self.whole_request(input, now) {
+                    Some(Ok(used)) => {
+                        input = input.get(used..).unwrap_or_default();
+                        continue;
+                    }
+                    Some(Err(action)) => return action,
+                    None => {}
+                }
+            }
             let reader = match from {
                 Direction::ClientToServer => &mut self.client,
                 Direction::ServerToClient => &mut self.server,
@@ -714,6 +739,43 @@ impl Session {
                 self.to_client.append(&mut self.deferred);
             }
         }
+    }
+
+    /// v3/v4: a client frame that `input` holds whole and uncompressed is decided from the
+    /// input itself, without the reader buffering its body or the unit holding its bytes;
+    /// returns the bytes it took, or what ends the connection. `None`: the usual path.
+    fn whole_request(&mut self, input: &[u8], now: u64) -> Option<Result<usize, Action>> {
+        if !self.client_unit.is_empty() {
+            return None;
+        }
+        let header = self.client.whole_frame(input)?;
+        if header.flags.compression() {
+            return None;
+        }
+        let from = Direction::ClientToServer;
+        let end = HEADER_LEN + header.length as usize;
+        let (frame, body) = (input.get(..end)?, input.get(HEADER_LEN..end)?);
+        if let Err(refusal) = self.check_header(from, &header) {
+            return Some(Err(refusal));
+        }
+        if self.version.is_none() {
+            self.version = Some(header.version);
+        }
+        self.counters.of_mut(from).count(header.opcode);
+        match self.on_client_frame(&header, body, now) {
+            Ok(Keep::Forward) => self.to_server.extend_from_slice(frame),
+            Ok(Keep::Drop) => {}
+            Ok(Keep::Park { decided }) => {
+                self.client_unit.hold(frame);
+                self.park(header, body.to_vec(), decided);
+            }
+            Err(refusal) => return Some(Err(refusal)),
+        }
+        if self.closing {
+            return Some(Err(Action::Replace));
+        }
+        self.after_frame(from, &header);
+        Some(Ok(end))
     }
 
     fn reader(&self, from: Direction) -> &FrameReader {
@@ -836,7 +898,18 @@ impl Session {
         if self.version.is_none() {
             self.version = Some(header.version);
         }
-        let capture = match from {
+        if self.wants_body(from, header, holding) {
+            match from {
+                Direction::ClientToServer => self.client.capture_body(),
+                Direction::ServerToClient => self.server.capture_body(),
+            }
+        }
+    }
+
+    /// Whether the session reads the body of a frame: STARTUP (compression), every request
+    /// and handshake answer while holding, responses to pending requests.
+    fn wants_body(&self, from: Direction, header: &Header, holding: bool) -> bool {
+        match from {
             Direction::ClientToServer => {
                 header.opcode == Opcode::Startup
                     || (holding
@@ -846,12 +919,6 @@ impl Session {
                 (holding && (self.server.in_segments() || header.length <= 64 * 1024))
                     || (header.opcode == Opcode::Result && self.is_pending(header.stream))
                     || (header.opcode == Opcode::Error && self.audit_awaits(header.stream))
-            }
-        };
-        if capture {
-            match from {
-                Direction::ClientToServer => self.client.capture_body(),
-                Direction::ServerToClient => self.server.capture_body(),
             }
         }
     }
