@@ -570,6 +570,9 @@ impl Session {
                     .extend_from_slice(whole.get(..seen).unwrap_or_default());
                 return self.feed_held(from, input, now);
             }
+            if input.is_empty() && self.reader(from).at_boundary() {
+                return Action::Forward;
+            }
             // A whole frame whose body no one reads: seen without the reader.
             if let Some(header) = self.reader(from).whole_frame(input) {
                 if !self.wants_body(from, &header, false) {
@@ -642,6 +645,9 @@ impl Session {
     /// decided, then copies it on, drops it, or re-frames its segment without it.
     fn feed_held(&mut self, from: Direction, mut input: &[u8], now: u64) -> Action {
         loop {
+            if input.is_empty() && self.reader(from).at_boundary() {
+                return Action::Replace;
+            }
             if from == Direction::ClientToServer {
                 match self.whole_request(input, now) {
                     Some(Ok(used)) => {
