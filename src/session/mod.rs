@@ -576,9 +576,7 @@ impl Session {
             // A whole frame whose body no one reads: seen without the reader.
             if let Some(header) = self.reader(from).whole_frame(input) {
                 if !self.wants_body(from, &header, false) {
-                    if self.version.is_none() {
-                        self.version = Some(header.version);
-                    }
+                    self.learn_version(&header);
                     self.counters.of_mut(from).count(header.opcode);
                     self.on_watched_frame(from, &header, false);
                     input = input
@@ -764,9 +762,7 @@ impl Session {
         if let Err(refusal) = self.check_header(from, &header) {
             return Some(Err(refusal));
         }
-        if self.version.is_none() {
-            self.version = Some(header.version);
-        }
+        self.learn_version(&header);
         self.counters.of_mut(from).count(header.opcode);
         match self.on_client_frame(&header, body, now) {
             Ok(Keep::Forward) => self.to_server.extend_from_slice(frame),
@@ -901,14 +897,19 @@ impl Session {
     /// Learns the version, and asks for the bodies the session reads: STARTUP (compression),
     /// every request and handshake answer while holding, and responses to pending requests.
     fn on_header(&mut self, from: Direction, header: &Header, holding: bool) {
-        if self.version.is_none() {
-            self.version = Some(header.version);
-        }
+        self.learn_version(header);
         if self.wants_body(from, header, holding) {
             match from {
                 Direction::ClientToServer => self.client.capture_body(),
                 Direction::ServerToClient => self.server.capture_body(),
             }
+        }
+    }
+
+    /// The connection speaks the version of its first frame.
+    fn learn_version(&mut self, header: &Header) {
+        if self.version.is_none() {
+            self.version = Some(header.version);
         }
     }
 
