@@ -1,6 +1,7 @@
 //! The session's cost per request, without NGINX: a logged-in connection sends a prepared
 //! point read (EXECUTE) and gets its small RESULT, through `Session::feed` as the filter
-//! feeds it, gate without audit and with a JSON audit line per request:
+//! feeds it, gate without audit, with metrics counted into a zone (`cql_metrics_zone`), and
+//! with a JSON audit line per request:
 //! `cargo bench --bench session`. Before measuring, each case prints the heap allocations
 //! one request costs (a counting allocator), the figure to keep at zero on the hot path.
 
@@ -14,6 +15,7 @@ use ngx_stream_cql_module::audit;
 use ngx_stream_cql_module::codec::primitives::write;
 use ngx_stream_cql_module::codec::{Framing, Opcode};
 use ngx_stream_cql_module::identity::{JwtSettings, JwtValidator};
+use ngx_stream_cql_module::metrics::{ServerMeter, Zone};
 use ngx_stream_cql_module::policy::Policy;
 use ngx_stream_cql_module::session::{
     Action, AuthMode, Capacities, Config, Direction, Limits, Session, Shared,
@@ -59,7 +61,28 @@ groups = ["shop-app"]
 const TEXT: &str = "SELECT v FROM shop.bench_kv WHERE id = ?";
 const ID: &[u8] = b"0123456789abcdef";
 
-fn config(audit: bool) -> Rc<Config> {
+/// What a case turns on besides the gate.
+#[derive(Clone, Copy)]
+struct Case {
+    audit: bool,
+    metrics: bool,
+}
+
+/// A server's counters bound to a zone of their own, as `cql_metrics_zone` binds them.
+fn meter() -> Rc<ServerMeter> {
+    let words: &'static [AtomicU64] = Box::leak(
+        (0..200_000)
+            .map(|_| AtomicU64::new(0))
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    let zone = Zone::attach(words, 32, 32).expect("a zone");
+    let meter = Rc::new(ServerMeter::default());
+    meter.bind(zone, zone.server_slot("127.0.0.1:9042").expect("a slot"));
+    meter
+}
+
+fn config(case: Case) -> Rc<Config> {
     let secret = std::env::temp_dir().join(format!("cql-bench-secret-{}", std::process::id()));
     std::fs::write(&secret, SECRET).expect("write the secret");
     let jwt = JwtValidator::load(&JwtSettings {
@@ -77,14 +100,20 @@ fn config(audit: bool) -> Rc<Config> {
         generation: 1,
         upstream_login: None,
         policy: Some(Rc::new(Policy::parse(POLICY).expect("policy"))),
-        audit: audit.then(|| Rc::new(audit::Settings::default())),
+        audit: case.audit.then(|| Rc::new(audit::Settings::default())),
         allow_unbound: false,
         stream_reuse: Default::default(),
         topology: Default::default(),
+        metrics: case.metrics.then(meter),
     })
 }
 
 fn feed(s: &mut Session, from: Direction, bytes: &[u8], spare: &mut [Vec<u8>; 2]) {
+    // The filter reads the clock before each call when the session needs it.
+    if s.reads_clock() {
+        static MONOTONIC: AtomicU64 = AtomicU64::new(0);
+        s.tick(NOW * 1000, MONOTONIC.fetch_add(7, Ordering::Relaxed));
+    }
     let action = s.feed(from, bytes, NOW);
     assert!(
         matches!(action, Action::Forward | Action::Replace),
@@ -103,14 +132,14 @@ fn feed(s: &mut Session, from: Direction, bytes: &[u8], spare: &mut [Vec<u8>; 2]
 }
 
 /// A session logged in with a token, the statement prepared.
-fn logged_in(audit: bool) -> (Session, [Vec<u8>; 2]) {
+fn logged_in(case: Case) -> (Session, [Vec<u8>; 2]) {
     let mut s = Session::new(
-        config(audit),
+        config(case),
         Rc::new(RefCell::new(Shared::new(Capacities::default()))),
         None,
     );
     let mut spare = [Vec::new(), Vec::new()];
-    log_in(&mut s, audit, &mut spare);
+    log_in(&mut s, case.audit, &mut spare);
     (s, spare)
 }
 
@@ -176,7 +205,8 @@ fn request() -> (Vec<u8>, Vec<u8>) {
     (up, down)
 }
 
-/// `CQL_BENCH_REQUESTS=N`: runs N requests of each case and exits, for an exact
+/// `CQL_BENCH_REQUESTS=N`: runs N requests of the case `CQL_BENCH_AUDIT=1` and
+/// `CQL_BENCH_METRICS=1` choose and exits, for an exact
 /// instruction count under `valgrind --tool=callgrind` (the difference of two N).
 fn fixed_run() -> bool {
     let Some(n) = std::env::var("CQL_BENCH_REQUESTS")
@@ -186,8 +216,12 @@ fn fixed_run() -> bool {
         return false;
     };
     let (up, down) = request();
-    let audit = std::env::var("CQL_BENCH_AUDIT").is_ok_and(|v| v == "1");
-    let (mut s, mut spare) = logged_in(audit);
+    let on = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+    let case = Case {
+        audit: on("CQL_BENCH_AUDIT"),
+        metrics: on("CQL_BENCH_METRICS"),
+    };
+    let (mut s, mut spare) = logged_in(case);
     for _ in 0..n {
         feed(&mut s, Direction::ClientToServer, &up, &mut spare);
         feed(&mut s, Direction::ServerToClient, &down, &mut spare);
@@ -204,7 +238,10 @@ fn bench(c: &mut Criterion) {
     // after one request (the shared caches are counted apart, per worker).
     for audit in [false, true] {
         let shared = Rc::new(RefCell::new(Shared::new(Capacities::default())));
-        let config = config(audit);
+        let config = config(Case {
+            audit,
+            metrics: false,
+        });
         // A first connection fills the worker's caches (token, prepared id, decision).
         let mut first = Session::new(config.clone(), shared.clone(), None);
         idle(&mut first, audit, &mut [Vec::new(), Vec::new()], &up, &down);
@@ -221,8 +258,12 @@ fn bench(c: &mut Criterion) {
         black_box(s);
     }
     let mut group = c.benchmark_group("session");
-    for (name, audit) in [("execute_gate", false), ("execute_gate_audit", true)] {
-        let (mut s, mut spare) = logged_in(audit);
+    for (name, audit, metrics) in [
+        ("execute_gate", false, false),
+        ("execute_gate_metrics", false, true),
+        ("execute_gate_audit", true, false),
+    ] {
+        let (mut s, mut spare) = logged_in(Case { audit, metrics });
         // Warm: buffers reach their steady size.
         for _ in 0..100 {
             feed(&mut s, Direction::ClientToServer, &up, &mut spare);

@@ -6,6 +6,7 @@
 //! - [`identity`]: who the client is (OIDC tokens, TLS client certificates);
 //! - [`policy`]: what an identity may do (roles, grants, guardrails);
 //! - [`audit`]: audit records, their filters and their lines (JSON, Cassandra's format);
+//! - [`metrics`]: counters all workers share, rendered for Prometheus;
 //! - [`topology`]: the cluster as clients see it (system.local/peers rows, topology events);
 //! - [`session`]: the per-connection state machine that the NGINX filter feeds with bytes.
 //!
@@ -15,11 +16,12 @@ pub mod audit;
 pub mod classify;
 pub mod codec;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod session;
 pub mod topology;
 
 mod nginx;
 
-use nginx::module::ngx_stream_cql_module;
-ngx::ngx_modules!(ngx_stream_cql_module);
+// The modules this file holds (`ngx_modules`, `ngx_module_names`) are exported by
+// `nginx::module`: the stream module and the `http` module of `cql_metrics`.

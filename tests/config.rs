@@ -807,3 +807,91 @@ fn topology_layouts_are_accepted_and_their_mistakes_refused() {
         "\"cql_topology\" needs \"cql_auth\": without it the proxy only watches and rewrites no answer",
     );
 }
+
+/// A configuration with a `stream` body and, after it, an `http` block with a `/metrics`
+/// location whose handler directive is `handler`.
+fn with_metrics_handler(stream_body: &str, handler: &str) -> String {
+    format!(
+        "{}http {{\naccess_log off;\nserver {{\nlisten 127.0.0.1:{};\nlocation = /metrics {{\n{handler}\n}}\n}}\n}}\n",
+        config_with_stream(stream_body),
+        free_port()
+    )
+}
+
+#[test]
+fn metrics_zone_and_handler_mistakes_name_the_file_line_and_reason() {
+    let server = "server {\nlisten 127.0.0.1:1;\nproxy_pass 127.0.0.1:2;\ncql on;\n}";
+    for (name, zone, reason) in [
+        (
+            "metrics-no-size",
+            "cql_metrics_zone cql;",
+            "invalid zone \"cql\" of \"cql_metrics_zone\": expected name:size, e.g. cql:1m",
+        ),
+        (
+            "metrics-small",
+            "cql_metrics_zone cql:1k;",
+            "zone \"cql\" of \"cql_metrics_zone\" has an invalid size \"1k\": at least 32k",
+        ),
+        (
+            "metrics-option",
+            "cql_metrics_zone cql:1m roles=0;",
+            "invalid parameter \"roles=0\" of \"cql_metrics_zone\": expected roles=N or \
+             keyspaces=N, N from 1 to 1024",
+        ),
+    ] {
+        let (said, conf) = refused(name, &format!("{zone}\n{server}"));
+        said_at(&said, &conf, 1, reason);
+    }
+    let (said, conf) = refused(
+        "metrics-duplicate",
+        &format!("cql_metrics_zone a:1m;\ncql_metrics_zone b:1m;\n{server}"),
+    );
+    said_at(&said, &conf, 2, "\"cql_metrics_zone\" is duplicate");
+    let (said, conf) = refused(
+        "metrics-in-server",
+        "server {\nlisten 127.0.0.1:1;\nproxy_pass 127.0.0.1:2;\ncql_metrics_zone cql:1m;\n}",
+    );
+    said_at(
+        &said,
+        &conf,
+        4,
+        "\"cql_metrics_zone\" directive is not allowed here",
+    );
+
+    // The handler names a zone the stream block does not declare, or there is none at all.
+    for (name, stream_body, handler, reason) in [
+        (
+            "metrics-unknown-zone",
+            format!("cql_metrics_zone cql:1m;\n{server}"),
+            "cql_metrics other;",
+            "\"cql_metrics\" names the zone \"other\", which no \"cql_metrics_zone\" of the \
+             stream block declares",
+        ),
+        (
+            "metrics-no-zone",
+            server.to_string(),
+            "cql_metrics;",
+            "\"cql_metrics\" needs a \"cql_metrics_zone\" in the stream block",
+        ),
+    ] {
+        let config = with_metrics_handler(&stream_body, handler);
+        let (ok, said, conf) = test_config(name, &config);
+        assert!(!ok, "nginx -t accepted:\n{config}");
+        let line = config
+            .lines()
+            .position(|l| l == handler)
+            .expect("the handler's line")
+            + 1;
+        assert!(
+            said.contains(&format!("{reason} in {}:{line}", conf.display())),
+            "expected \"{reason}\" at line {line}:\n{said}"
+        );
+    }
+
+    // Named or not, a handler of a declared zone is accepted.
+    for handler in ["cql_metrics;", "cql_metrics cql;"] {
+        let config = with_metrics_handler(&format!("cql_metrics_zone cql:1m;\n{server}"), handler);
+        let (ok, said, _) = test_config("metrics-ok", &config);
+        assert!(ok, "nginx -t refused {handler}:\n{said}");
+    }
+}

@@ -32,6 +32,24 @@ role = "reader"
 groups = ["g"]
 "#;
 
+/// A server's counters in a zone that lives as long as the fuzzer.
+fn meter() -> Rc<ngx_stream_cql_module::metrics::ServerMeter> {
+    use ngx_stream_cql_module::metrics::{ServerMeter, Zone};
+    let words: &'static [core::sync::atomic::AtomicU64] = Box::leak(
+        (0..100_000)
+            .map(|_| core::sync::atomic::AtomicU64::new(0))
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    let meter = Rc::new(ServerMeter::default());
+    if let Some(zone) = Zone::attach(words, 4, 4) {
+        if let Some(slot) = zone.server_slot("fuzz") {
+            meter.bind(zone, slot);
+        }
+    }
+    meter
+}
+
 /// A session with an audit log (literals masked or not), so records are built and formatted
 /// for whatever the fuzzer makes of requests and responses. The configurations are built
 /// once: a run costs the session, not loading keys and parsing the policy.
@@ -65,6 +83,8 @@ fn session(redact_literals: bool, model: bool, wait: bool) -> Session {
                     } else {
                         Topology::default()
                     },
+                    // Counted into a zone, so every metrics path runs too.
+                    metrics: Some(meter()),
                 })
             })
             .collect();

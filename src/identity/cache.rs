@@ -59,6 +59,7 @@ struct Lrus {
 pub struct TokenCache {
     /// `None` when the capacity is 0: caching is off.
     lrus: Option<Lrus>,
+    stats: crate::metrics::CacheStats,
 }
 
 impl TokenCache {
@@ -73,7 +74,10 @@ impl TokenCache {
                 refused: LruCache::new(refused),
             }
         });
-        TokenCache { lrus }
+        TokenCache {
+            lrus,
+            stats: crate::metrics::CacheStats::default(),
+        }
     }
 
     /// Validated tokens are cached until they expire, so a reconnect storm costs a lookup,
@@ -91,44 +95,62 @@ impl TokenCache {
         let Some(lrus) = &mut self.lrus else {
             return validator.validate(token, now);
         };
+        let stats = &mut self.stats;
         let key: Key = Sha256::digest(token.as_bytes()).into();
         if let Some(e) = lrus.validated.get(&key) {
             if e.generation == generation && !validator.expired(&e.identity, now) {
+                stats.hits += 1;
                 return Ok(e.identity.clone());
             }
             lrus.validated.pop(&key);
         }
         if let Some(r) = lrus.refused.get(&key) {
             if r.holds(generation, now) {
+                stats.hits += 1;
                 return Err(r.error.clone());
             }
             lrus.refused.pop(&key);
         }
+        stats.misses += 1;
         match validator.validate(token, now) {
             Ok(identity) => {
-                lrus.validated.put(
-                    key,
-                    Entry {
-                        generation,
-                        identity: identity.clone(),
-                    },
-                );
+                let entry = Entry {
+                    generation,
+                    identity: identity.clone(),
+                };
+                if lrus
+                    .validated
+                    .push(key, entry)
+                    .is_some_and(|(k, _)| k != key)
+                {
+                    stats.evictions += 1;
+                }
                 Ok(identity)
             }
             Err(error) => {
                 if remembered(&error) {
-                    lrus.refused.put(
-                        key,
-                        Refusal {
-                            generation,
-                            at: now,
-                            error: error.clone(),
-                        },
-                    );
+                    let refusal = Refusal {
+                        generation,
+                        at: now,
+                        error: error.clone(),
+                    };
+                    if lrus
+                        .refused
+                        .push(key, refusal)
+                        .is_some_and(|(k, _)| k != key)
+                    {
+                        stats.evictions += 1;
+                    }
                 }
                 Err(error)
             }
         }
+    }
+
+    /// Lookups answered from the cache (validated or refused), tokens checked, and entries
+    /// evicted to make room.
+    pub fn stats(&self) -> crate::metrics::CacheStats {
+        self.stats
     }
 
     /// How many validated tokens are cached.

@@ -301,6 +301,9 @@ unsafe fn ngx_str_in_pool(cf: *mut ngx_conf_t, s: &str) -> Result<ngx_str_t, Str
 impl Sink {
     /// Writes whole lines (each ending in `\n`).
     pub unsafe fn write(&self, lines: &[u8], log: *mut ngx_log_t) {
+        if super::metrics_zone::worker_zone().is_some() {
+            count_lines(lines_in(lines), 0);
+        }
         match self.target {
             Target::File(audit) => (*audit).write(lines, log),
             Target::Syslog(peer) => {
@@ -358,9 +361,26 @@ impl FileBuffer {
     }
 }
 
+/// Counts audit lines into the metrics zone, if there is one: lines handed to a log, and
+/// lines a log could not write.
+fn count_lines(written: usize, lost: usize) {
+    if let Some(zone) = super::metrics_zone::worker_zone() {
+        zone.audit_lines(written as u64, lost as u64);
+    }
+}
+
+fn lines_in(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
 unsafe fn write_fd(file: *mut ngx_open_file_t, bytes: &[u8], log: *mut ngx_log_t) {
     let n = ngx::ffi::write((*file).fd, bytes.as_ptr().cast(), bytes.len());
     let name = String::from_utf8_lossy((*file).name.as_bytes());
+    // The lines not (wholly) written are lost.
+    let unwritten = usize::try_from(n).map_or(bytes, |n| bytes.get(n..).unwrap_or_default());
+    if !unwritten.is_empty() {
+        count_lines(0, lines_in(unwritten).max(1));
+    }
     if n < 0 {
         let err = std::io::Error::last_os_error();
         ngx_log_error!(
@@ -527,6 +547,7 @@ unsafe fn send_syslog(
     message.extend_from_slice(&line);
     let n = ngx_syslog_send(peer, message.as_mut_ptr(), message.len());
     if n < 0 {
+        count_lines(0, 1);
         ngx_log_error!(
             NGX_LOG_WARN,
             log,

@@ -121,7 +121,7 @@ unsafe fn create_ctx<'a>(s: *mut ngx_stream_session_t, conf: &SrvConf) -> Option
             }
             session
         }
-        None => Session::watching(conf.limits()),
+        None => Session::watching(conf.limits(), conf.settings().map(|s| s.meter.clone())),
     };
     let cleanup = ngx_pool_cleanup_add(pool, 0);
     if cleanup.is_null() {
@@ -347,7 +347,7 @@ unsafe fn filter(
         Direction::ClientToServer
     };
     let now = now();
-    if ctx.session.audits() {
+    if ctx.session.reads_clock() {
         let (unix_ms, monotonic_us) = clock();
         ctx.session.tick(unix_ms, monotonic_us);
     }

@@ -7,12 +7,16 @@
 //! - [`audit_log`]: `cql_audit_log` files and syslog targets, written through NGINX's logging;
 //! - [`filter`]: the stream filter that feeds a [`crate::session::Session`] with bytes;
 //! - [`variables`]: the `$cql_*` stream variables;
+//! - [`metrics_zone`]: `cql_metrics_zone`, the shared memory the workers count into;
+//! - [`metrics_http`]: `cql_metrics`, the `http` module that shows it to Prometheus;
 //!
 //! Nothing outside this folder sees an NGINX type.
 
 mod audit_log;
 mod config;
 mod filter;
+pub mod metrics_http;
+mod metrics_zone;
 pub mod module;
 mod settings;
 mod variables;

@@ -5,19 +5,19 @@ use core::ptr::{addr_of, addr_of_mut, null_mut};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_t, ngx_int_t, ngx_module_t, ngx_str_t,
     ngx_stream_module_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
-    NGX_CONF_TAKE2, NGX_STREAM_MAIN_CONF, NGX_STREAM_MODULE, NGX_STREAM_SRV_CONF,
-    NGX_STREAM_SRV_CONF_OFFSET,
+    NGX_CONF_TAKE2, NGX_STREAM_MAIN_CONF, NGX_STREAM_MAIN_CONF_OFFSET, NGX_STREAM_MODULE,
+    NGX_STREAM_SRV_CONF, NGX_STREAM_SRV_CONF_OFFSET,
 };
 use ngx::ngx_string;
 
 use super::config::{self, SrvConf};
 use super::settings;
-use super::{filter, variables};
+use super::{filter, metrics_zone, variables};
 
 static mut CTX: ngx_stream_module_t = ngx_stream_module_t {
     preconfiguration: Some(preconfiguration),
     postconfiguration: Some(postconfiguration),
-    create_main_conf: None,
+    create_main_conf: Some(metrics_zone::create_main_conf),
     init_main_conf: None,
     create_srv_conf: Some(config::create_srv_conf),
     merge_srv_conf: Some(config::merge_srv_conf),
@@ -26,7 +26,7 @@ static mut CTX: ngx_stream_module_t = ngx_stream_module_t {
 /// Context of a directive: `stream` and `server` blocks.
 const STREAM_AND_SERVER: u32 = NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF;
 
-static mut COMMANDS: [ngx_command_t; 35] = [
+static mut COMMANDS: [ngx_command_t; 36] = [
     ngx_command_t {
         name: ngx_string!("cql"),
         type_: (STREAM_AND_SERVER | NGX_CONF_FLAG) as _,
@@ -110,6 +110,14 @@ static mut COMMANDS: [ngx_command_t; 35] = [
     setting(ngx_string!("cql_audit_exclude_keyspaces"), NGX_CONF_1MORE),
     setting(ngx_string!("cql_audit_denied_only"), NGX_CONF_TAKE1),
     setting(ngx_string!("cql_audit_redact_literals"), NGX_CONF_TAKE1),
+    ngx_command_t {
+        name: ngx_string!("cql_metrics_zone"),
+        type_: (NGX_STREAM_MAIN_CONF | NGX_CONF_1MORE) as _,
+        set: Some(metrics_zone::set_zone),
+        conf: NGX_STREAM_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
@@ -133,6 +141,7 @@ pub static mut ngx_stream_cql_module: ngx_module_t = ngx_module_t {
     commands: unsafe { addr_of_mut!(COMMANDS[0]) },
     type_: NGX_STREAM_MODULE as _,
     init_module: Some(init_module),
+    init_process: Some(init_process),
     exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
@@ -141,6 +150,12 @@ pub static mut ngx_stream_cql_module: ngx_module_t = ngx_module_t {
 /// after the `stream` block writes too.
 unsafe extern "C" fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t {
     super::audit_log::check_files_at_load(cycle)
+}
+
+/// Runs when a worker starts: it counts into its own stripe of the metrics zone.
+unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t {
+    metrics_zone::init_worker(cycle);
+    ngx::ffi::NGX_OK as ngx_int_t
 }
 
 /// Runs when a worker exits: buffered audit lines are written.
@@ -154,9 +169,10 @@ unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
 }
 
 /// Runs after the `stream` block is parsed and merged: refuses an audit file another log of
-/// the block writes too, then inserts the filter at the top of the chain.
+/// the block writes too, names the servers that count into the metrics zone, then inserts
+/// the filter at the top of the chain.
 unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-    if !super::audit_log::check_files(cf) {
+    if !super::audit_log::check_files(cf) || !metrics_zone::collect_servers(cf) {
         return ngx::ffi::NGX_ERROR as ngx_int_t;
     }
     filter::install();
@@ -169,3 +185,27 @@ pub(super) fn ctx_index() -> usize {
     // session exists; afterwards the module static is only read.
     unsafe { (*addr_of!(ngx_stream_cql_module)).ctx_index }
 }
+
+/// The modules of this file, as NGINX's `load_module` reads them: the stream module, and the
+/// `http` module of `cql_metrics`.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_modules: [*const ngx_module_t; 3] = [
+    addr_of!(ngx_stream_cql_module),
+    addr_of!(super::metrics_http::ngx_http_cql_metrics_module),
+    core::ptr::null(),
+];
+
+/// Their names, in the same order.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_module_names: [*const core::ffi::c_char; 3] = [
+    c"ngx_stream_cql_module".as_ptr(),
+    c"ngx_http_cql_metrics_module".as_ptr(),
+    core::ptr::null(),
+];
+
+/// No module has to come before another.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_module_order: [*const core::ffi::c_char; 1] = [core::ptr::null()];

@@ -117,6 +117,8 @@ pub struct Settings {
     audit_denied_only: Option<bool>,
     audit_redact_literals: Option<bool>,
 
+    /// The server's counters, bound to the metrics zone once it exists.
+    pub meter: Rc<crate::metrics::ServerMeter>,
     /// Built when the server's configuration is merged.
     pub built: Option<Built>,
 }
@@ -440,6 +442,7 @@ impl Settings {
             allow_unbound: self.allow_unbound.as_ref().is_some_and(|a| a.value),
             stream_reuse: self.stream_reuse.unwrap_or_default(),
             topology: self.topology(auth),
+            metrics: Some(self.meter.clone()),
         };
         self.built = Some(Built {
             config: Rc::new(config),
@@ -797,6 +800,27 @@ unsafe fn variable_index(cf: *mut ngx_conf_t, name: &str) -> Result<ngx_int_t, S
 
 /// The handler of every directive kept in [`Settings`]: errors are reported with the
 /// directive's file and line.
+/// The words of the directive NGINX is reading, its name first (text that is not UTF-8 reads
+/// as empty, which no directive accepts).
+pub(super) unsafe fn args(cf: *mut ngx_conf_t) -> Vec<String> {
+    let args = (*cf).args;
+    if args.is_null() {
+        return Vec::new();
+    }
+    let elts = (*args).elts as *const ngx_str_t;
+    (0..(*args).nelts)
+        .map(|i| {
+            let s = &*elts.add(i);
+            if s.data.is_null() {
+                String::new()
+            } else {
+                let bytes = core::slice::from_raw_parts(s.data, s.len);
+                core::str::from_utf8(bytes).unwrap_or("").to_string()
+            }
+        })
+        .collect()
+}
+
 pub(super) unsafe extern "C" fn set_directive(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -806,22 +830,8 @@ pub(super) unsafe extern "C" fn set_directive(
     let Some(settings) = conf.settings.as_mut() else {
         return NGX_CONF_ERROR;
     };
-    let args = (*cf).args;
-    let words: Vec<&str> = if args.is_null() {
-        Vec::new()
-    } else {
-        let elts = (*args).elts as *const ngx_str_t;
-        (0..(*args).nelts)
-            .map(|i| {
-                let s = &*elts.add(i);
-                if s.data.is_null() {
-                    ""
-                } else {
-                    core::str::from_utf8(core::slice::from_raw_parts(s.data, s.len)).unwrap_or("")
-                }
-            })
-            .collect()
-    };
+    let args = args(cf);
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let Some((name, rest)) = words.split_first() else {
         return NGX_CONF_ERROR;
     };

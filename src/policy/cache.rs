@@ -117,6 +117,7 @@ pub struct DecisionCache {
     seed: u64,
     hits: u64,
     misses: u64,
+    evictions: u64,
 }
 
 impl DecisionCache {
@@ -128,6 +129,7 @@ impl DecisionCache {
             seed: RandomState::new().hash_one(0x5eed_u64),
             hits: 0,
             misses: 0,
+            evictions: 0,
         }
     }
 
@@ -152,6 +154,15 @@ impl DecisionCache {
     /// Lookups that had to evaluate the policy.
     pub fn misses(&self) -> u64 {
         self.misses
+    }
+
+    /// Lookups, and decisions evicted to make room.
+    pub fn stats(&self) -> crate::metrics::CacheStats {
+        crate::metrics::CacheStats {
+            hits: self.hits,
+            misses: self.misses,
+            evictions: self.evictions,
+        }
     }
 
     /// Forgets every decision.
@@ -209,7 +220,7 @@ impl DecisionCache {
         self.misses += 1;
         let outcome = compute();
         if let Some(lru) = &mut self.lru {
-            lru.put(
+            let evicted = lru.push(
                 key,
                 Entry {
                     roles: roles.clone(),
@@ -218,6 +229,9 @@ impl DecisionCache {
                     by: outcome.by,
                 },
             );
+            if evicted.is_some_and(|(old, _)| old != key) {
+                self.evictions += 1;
+            }
         }
         outcome
     }

@@ -170,6 +170,9 @@ impl Session {
             unix_ms,
             monotonic_us,
         };
+        if self.first_byte_us.is_none() {
+            self.first_byte_us = Some(monotonic_us);
+        }
     }
 
     /// Hands the audit lines written since the last call to `write` (lines end in `\n`),

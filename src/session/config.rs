@@ -104,6 +104,8 @@ pub struct Config {
     /// How the cluster is presented to clients (`cql_topology`): the rows of system.local
     /// and system.peers(_v2), and topology events, rewritten to name proxy addresses.
     pub topology: crate::topology::Topology,
+    /// The server's counters (`cql_metrics_zone`); they count nothing until bound to a zone.
+    pub metrics: Option<Rc<crate::metrics::ServerMeter>>,
 }
 
 /// `cql_stream_reuse`: a request on a stream id whose earlier request is not answered.

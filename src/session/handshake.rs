@@ -18,6 +18,7 @@
 use crate::codec::messages::{codes, strip_prefixes, AuthToken, ErrorBody, SaslPlain};
 use crate::codec::{Header, Opcode};
 use crate::identity::Identity;
+use crate::metrics::{Cache, Login, Method};
 use crate::policy::RoleSet;
 
 use super::{Action, AuthMode, Direction, Fault, Session, Violation};
@@ -142,6 +143,7 @@ impl Session {
                     login_upstream: true,
                 };
                 self.audit_login(Err("Cassandra refused the proxy's service credentials"));
+                self.meter_login_refused(self.login_method(), Login::Upstream);
                 if !answer_ready {
                     return Ok(true);
                 }
@@ -212,6 +214,7 @@ impl Session {
 
     fn missing_certificate(&mut self, stream: i16) -> Action {
         self.audit_login(Err("no verified TLS client certificate"));
+        self.meter_login_refused(Method::Mtls, Login::NoCertificate);
         self.refuse_message(
             stream,
             codes::AUTHENTICATION_ERROR,
@@ -263,20 +266,27 @@ impl Session {
         let Some(token) = token else {
             return self.login_failed(
                 stream,
+                Login::Credentials,
                 "not SASL PLAIN credentials",
                 "Authentication failed: expected SASL PLAIN credentials with the token as password",
             );
         };
         let outcome = match &self.config.jwt {
-            Some(validator) => self.shared.borrow_mut().tokens.validate(
-                validator,
-                self.config.generation,
-                token,
-                now,
-            ),
+            Some(validator) => {
+                let mut shared = self.shared.borrow_mut();
+                let before = shared.tokens.stats();
+                let outcome = shared
+                    .tokens
+                    .validate(validator, self.config.generation, token, now);
+                let after = shared.tokens.stats();
+                drop(shared);
+                self.meter_cache(Cache::Token, before, after);
+                outcome
+            }
             None => {
                 return self.login_failed(
                     stream,
+                    Login::Credentials,
                     "this server accepts no tokens",
                     "Authentication failed: this server accepts no tokens",
                 );
@@ -286,7 +296,7 @@ impl Session {
             Ok(identity) => {
                 if let Err(reason) = self.admit(identity) {
                     let message = format!("Authentication failed: {reason}");
-                    return self.login_failed(stream, &reason, &message);
+                    return self.login_failed(stream, Login::NoRole, &reason, &message);
                 }
                 if login_upstream {
                     self.login_upstream(stream, false);
@@ -298,7 +308,8 @@ impl Session {
             Err(error) => {
                 let reason = error.to_string();
                 let message = format!("Authentication failed: {reason}");
-                return self.login_failed(stream, &reason, &message);
+                let class = Login::of_token_error(&error);
+                return self.login_failed(stream, class, &reason, &message);
             }
         }
         Ok(false)
@@ -306,8 +317,15 @@ impl Session {
 
     /// A refused login: the client is told why; after `cql_max_auth_attempts` refusals the
     /// connection ends.
-    fn login_failed(&mut self, stream: i16, reason: &str, message: &str) -> Result<bool, Action> {
+    fn login_failed(
+        &mut self,
+        stream: i16,
+        class: Login,
+        reason: &str,
+        message: &str,
+    ) -> Result<bool, Action> {
         self.audit_login(Err(reason));
+        self.meter_login_refused(Method::Jwt, class);
         self.answer_client(|f, out| {
             f.write_error(stream, codes::AUTHENTICATION_ERROR, message, out)
         });
@@ -324,6 +342,7 @@ impl Session {
     /// (the client has nothing else to offer).
     fn refuse_unbound(&mut self, stream: i16, reason: &str) -> Action {
         self.audit_login(Err(reason));
+        self.meter_login_refused(Method::Mtls, Login::NoRole);
         let message = format!("Authentication failed: {reason}");
         self.refuse_message(
             stream,
@@ -359,5 +378,6 @@ impl Session {
         self.release_after_login = true;
         self.open_limits();
         self.audit_login(Ok(()));
+        self.meter_logged_in();
     }
 }

@@ -43,6 +43,7 @@ mod cluster;
 mod config;
 mod counters;
 mod handshake;
+mod metrics;
 mod pipeline;
 mod prepared;
 mod requests;
@@ -273,14 +274,20 @@ pub struct Session {
     /// The audit trail, when the server has an audit log.
     audit: Option<Box<AuditLog>>,
     clock: Clock,
+    /// When the client's first byte came (monotonic µs): the handshake's start.
+    first_byte_us: Option<u64>,
+    /// The audit category of the request being decided, for the metrics.
+    request_category: crate::classify::Category,
 }
 
 impl Session {
     /// A session that only watches (no `cql_auth`): it decides nothing, so it gets caches
-    /// of its own that hold nothing rather than allocating worker-sized ones.
-    pub fn watching(limits: Limits) -> Self {
+    /// of its own that hold nothing rather than allocating worker-sized ones. It still counts
+    /// its connection, bytes and violations into `metrics`.
+    pub fn watching(limits: Limits, metrics: Option<Rc<crate::metrics::ServerMeter>>) -> Self {
         let config = Config {
             limits,
+            metrics,
             ..Config::default()
         };
         let nothing = Capacities {
@@ -309,7 +316,7 @@ impl Session {
         } else {
             AuthState::Startup
         };
-        Session {
+        let session = Session {
             config,
             shared,
             client: FrameReader::new(Direction::ClientToServer, limits.max_handshake_frame_size),
@@ -348,7 +355,13 @@ impl Session {
             denied: 0,
             audit: None,
             clock: Clock::default(),
+            first_byte_us: None,
+            request_category: crate::classify::Category::Other,
+        };
+        if let Some(meter) = session.meter() {
+            meter.connection_opened();
         }
+        session
     }
 
     /// The proxy address the client connected to, which `system.local` names in the
@@ -428,6 +441,7 @@ impl Session {
     /// Reads bytes that arrived from one peer and says what to do with them. `now` is the
     /// current Unix time in seconds (token expiry).
     pub fn feed(&mut self, from: Direction, input: &[u8], now: u64) -> Action {
+        self.meter_bytes(from, input.len());
         let mut action = self.feed_bytes(from, input, now);
         if matches!(action, Action::Forward | Action::Replace) && !self.parked.is_empty() {
             if from == Direction::ServerToClient && action == Action::Forward {
@@ -443,12 +457,11 @@ impl Session {
         if self.release_after_login {
             self.release_handshake_buffers();
         }
-        if self.audit.is_some() {
-            if let Action::Refuse(violation) | Action::Close(violation) = &action {
-                // Drivers probe versions at every connect: that is not worth a record.
-                if !violation.is_version_probe() {
-                    self.audit_violation(violation.to_string());
-                }
+        if let Action::Refuse(violation) | Action::Close(violation) = &action {
+            self.meter_violation(violation);
+            // Drivers probe versions at every connect: that is not worth a record.
+            if self.audit.is_some() && !violation.is_version_probe() {
+                self.audit_violation(violation.to_string());
             }
         }
         action
@@ -484,6 +497,7 @@ impl Session {
                 ms: self.config.limits.auth_timeout_ms,
             },
         };
+        self.meter_violation(&violation);
         self.audit_violation(violation.to_string());
         self.closing = true;
         Some(violation)
@@ -925,7 +939,9 @@ impl Session {
             Direction::ServerToClient => {
                 (holding && (self.server.in_segments() || header.length <= 64 * 1024))
                     || (header.opcode == Opcode::Result && self.is_pending(header.stream))
-                    || (header.opcode == Opcode::Error && self.audit_awaits(header.stream))
+                    || (header.opcode == Opcode::Error
+                        && (self.audit_awaits(header.stream)
+                            || (self.streams.contains(header.stream) && self.meter().is_some())))
             }
         }
     }
@@ -1049,7 +1065,9 @@ impl Session {
         if !header.is_response || header.opcode == Opcode::Event {
             return;
         }
-        self.streams.remove(header.stream);
+        if let Some(forwarded_us) = self.streams.remove(header.stream) {
+            self.meter_response(header, body, forwarded_us);
+        }
         if self.keyspace_change == Some(header.stream) {
             self.keyspace_change = None;
         }
@@ -1099,7 +1117,12 @@ impl Session {
         match (pending, ResultBody::decode(body, header.version)) {
             (Pending::Prepare(prepared), Ok(ResultBody::Prepared { id, .. })) => {
                 let prepared = self.with_result_columns(prepared, body, header.version);
-                self.shared.borrow_mut().prepared.insert(id, prepared);
+                let mut shared = self.shared.borrow_mut();
+                let before = shared.prepared.stats();
+                shared.prepared.insert(id, prepared);
+                let after = shared.prepared.stats();
+                drop(shared);
+                self.meter_cache(crate::metrics::Cache::Prepared, before, after);
                 Some(id)
             }
             (Pending::Use, Ok(ResultBody::SetKeyspace(keyspace))) => {

@@ -14,7 +14,7 @@
 //! told from the earlier one's; with `cql_stream_reuse wait` it waits here instead, until the
 //! earlier answer is in.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
 use crate::codec::segment::write_segments;
@@ -24,28 +24,31 @@ use super::audit::StreamHasher;
 use super::handshake::AuthState;
 use super::{Action, Session};
 
-/// Stream ids with a request the server has not answered yet (or that waits here).
+/// Stream ids with a request the server has not answered yet, with the time (monotonic
+/// µs) each went on.
 #[derive(Default)]
-pub(super) struct Streams(HashSet<i16, BuildHasherDefault<StreamHasher>>);
+pub(super) struct Streams(HashMap<i16, u64, BuildHasherDefault<StreamHasher>>);
 
 impl Streams {
     pub(super) fn contains(&self, stream: i16) -> bool {
-        !self.0.is_empty() && self.0.contains(&stream)
+        !self.0.is_empty() && self.0.contains_key(&stream)
     }
 
-    pub(super) fn insert(&mut self, stream: i16) {
-        self.0.insert(stream);
+    pub(super) fn insert(&mut self, stream: i16, at_us: u64) {
+        self.0.insert(stream, at_us);
     }
 
-    pub(super) fn remove(&mut self, stream: i16) {
-        if !self.0.is_empty() {
-            self.0.remove(&stream);
+    /// The request on `stream` is answered: when it went on, if one was in flight.
+    pub(super) fn remove(&mut self, stream: i16) -> Option<u64> {
+        if self.0.is_empty() {
+            return None;
         }
+        self.0.remove(&stream)
     }
 
     /// Whether a request other than the one on `stream` is in flight.
     pub(super) fn others_than(&self, stream: i16) -> bool {
-        self.0.len() > usize::from(self.0.contains(&stream))
+        self.0.len() > usize::from(self.0.contains_key(&stream))
     }
 }
 
@@ -178,7 +181,7 @@ impl Session {
             return Ok(Keep::Drop);
         }
         if authenticated {
-            self.streams.insert(header.stream);
+            self.streams.insert(header.stream, self.clock.monotonic_us);
             if self.keyspace_change == Some(header.stream)
                 && self.streams.others_than(header.stream)
             {
@@ -275,13 +278,14 @@ mod tests {
     fn a_stream_is_in_flight_until_removed() {
         let mut s = Streams::default();
         assert!(!s.contains(3));
-        s.insert(3);
+        s.insert(3, 100);
         assert!(s.contains(3));
         assert!(!s.others_than(3));
         assert!(s.others_than(4));
-        s.insert(4);
+        s.insert(4, 200);
         assert!(s.others_than(3));
-        s.remove(3);
+        assert_eq!(s.remove(3), Some(100), "when it went on");
+        assert_eq!(s.remove(3), None);
         assert!(!s.contains(3));
         assert!(s.others_than(3));
     }

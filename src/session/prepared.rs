@@ -26,6 +26,7 @@ pub struct PreparedRegistry {
     bytes: usize,
     /// The most [`bytes`](Self::bytes) may reach.
     max_bytes: usize,
+    stats: crate::metrics::CacheStats,
 }
 
 /// A registry entry with the bytes it was counted for when inserted.
@@ -64,6 +65,7 @@ impl PreparedRegistry {
             entries: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
             bytes: 0,
             max_bytes,
+            stats: crate::metrics::CacheStats::default(),
         }
     }
 
@@ -83,18 +85,30 @@ impl PreparedRegistry {
                 break;
             };
             self.bytes = self.bytes.saturating_sub(evicted.bytes);
+            self.stats.evictions += 1;
         }
         // `id` is not in the map any more, so what `push` returns is the entry evicted for
         // the count bound.
         if let Some((_, evicted)) = self.entries.push(id.to_vec(), Slot { prepared, bytes }) {
             self.bytes = self.bytes.saturating_sub(evicted.bytes);
+            self.stats.evictions += 1;
         }
         self.bytes = self.bytes.saturating_add(bytes);
     }
 
     /// The statement `id` stands for, which becomes the most recently used.
     pub fn get(&mut self, id: &[u8]) -> Option<Rc<Prepared>> {
-        self.entries.get(id).map(|slot| Rc::clone(&slot.prepared))
+        let found = self.entries.get(id).map(|slot| Rc::clone(&slot.prepared));
+        match found {
+            Some(_) => self.stats.hits += 1,
+            None => self.stats.misses += 1,
+        }
+        found
+    }
+
+    /// Lookups by EXECUTE, and entries evicted to make room.
+    pub fn stats(&self) -> crate::metrics::CacheStats {
+        self.stats
     }
 
     /// How many ids the registry holds.

@@ -17,11 +17,14 @@ use crate::topology::{Table, Topology};
 
 use super::audit::Decided;
 use super::{Action, Fault, Pending, Prepared, Session};
+use crate::classify::Category;
+use crate::metrics::{Cache, Decision, DenialReason};
 
 /// What the proxy answers a request it does not forward.
 enum Refusal {
-    /// Denied: the reason the client reads, and the policy rule that decided (if one did).
-    Unauthorized(String, Option<String>),
+    /// Denied: the reason the client reads, the policy rule that decided (if one did), and
+    /// the class of the reason for the metrics.
+    Unauthorized(String, Option<String>, DenialReason),
     /// A statement Cassandra would refuse as it is: answered as Cassandra answers it
     /// (0x2000 SyntaxException, 0x2200 InvalidRequest), never forwarded, audited as a denial.
     Refused {
@@ -105,13 +108,17 @@ impl Session {
             _ => Ok(()),
         };
         self.requests += 1;
+        let category = self.request_category;
         match outcome {
             Ok(()) => {
+                self.meter_request(category, Decision::Allowed);
                 self.audit_decided(Decided::Allowed);
                 Ok(true)
             }
-            Err(Refusal::Unauthorized(reason, rule)) => {
+            Err(Refusal::Unauthorized(reason, rule, class)) => {
                 self.denied += 1;
+                self.meter_request(category, Decision::Denied);
+                self.meter_denial_reason(class);
                 self.answer_client(|f, out| {
                     f.write_error(stream, codes::UNAUTHORIZED, &reason, out)
                 });
@@ -120,11 +127,18 @@ impl Session {
             }
             Err(Refusal::Refused { code, reason }) => {
                 self.denied += 1;
+                self.meter_request(category, Decision::Denied);
+                self.meter_denial_reason(if code == codes::SYNTAX_ERROR {
+                    DenialReason::SyntaxError
+                } else {
+                    DenialReason::InvalidRequest
+                });
                 self.answer_client(|f, out| f.write_error(stream, code, &reason, out));
                 self.audit_decided(Decided::Denied { reason, rule: None });
                 Ok(false)
             }
             Err(Refusal::Unprepared(id)) => {
+                self.meter_request(category, Decision::Unprepared);
                 let message = format!(
                     "Prepared query with ID {} not found (the proxy does not know it; prepare it again)",
                     crate::audit::hex(&id)
@@ -154,6 +168,7 @@ impl Session {
         let keyspace = query.params.keyspace.map(str::to_string);
         let keyspace = keyspace.or_else(|| self.keyspace.clone());
         let statement = classify(query.query, keyspace.as_deref());
+        self.request_category = statement.category;
         self.draft_statement(stream, query.query, &statement, false);
         self.decide(&statement, now)?;
         if statement.kind == Kind::Use {
@@ -180,6 +195,7 @@ impl Session {
         let keyspace = prepare.keyspace.map(str::to_string);
         let keyspace = keyspace.or_else(|| self.keyspace.clone());
         let statement = classify(prepare.query, keyspace.as_deref());
+        self.request_category = Category::Prepare;
         self.draft_statement(stream, prepare.query, &statement, true);
         self.decide(&statement, now)?;
         let prepared = Prepared {
@@ -202,7 +218,10 @@ impl Session {
         execute: &Execute<'_>,
         now: u64,
     ) -> Result<(), Refusal> {
-        let prepared = self.shared.borrow_mut().prepared.get(execute.id);
+        let prepared = self.prepared(execute.id);
+        self.request_category = prepared
+            .as_ref()
+            .map_or(Category::Error, |p| p.statement.category);
         if self.audits() {
             let known = prepared.as_ref().map(|p| (p.text.as_str(), &p.statement));
             self.draft_execute(stream, execute.id, known);
@@ -231,6 +250,7 @@ impl Session {
         let keyspace = batch.keyspace.map(str::to_string);
         let keyspace = keyspace.or_else(|| self.keyspace.clone());
         self.draft_batch(stream);
+        self.request_category = Category::Dml;
         let mut changes_keyspace = false;
         for child in batch.children.iter() {
             match child.statement {
@@ -244,7 +264,7 @@ impl Session {
                     self.decide(&statement, now)?;
                 }
                 BatchStatement::Prepared(id) => {
-                    let prepared = self.shared.borrow_mut().prepared.get(id);
+                    let prepared = self.prepared(id);
                     let Some(prepared) = prepared else {
                         self.draft_child(None, Some(id), None);
                         return Err(Refusal::Unprepared(id.to_vec()));
@@ -288,6 +308,7 @@ impl Session {
             return Err(Refusal::Unauthorized(
                 "The connection is not authenticated".to_string(),
                 None,
+                DenialReason::Unauthenticated,
             ));
         };
         // Tokens expire as the validator sees it (with its leeway); certificates at notAfter.
@@ -302,6 +323,7 @@ impl Session {
                     identity.principal
                 ),
                 Some("token expired".to_string()),
+                DenialReason::TokenExpired,
             ));
         }
         let (Some(policy), Some(roles)) = (&self.config.policy, &self.roles) else {
@@ -309,21 +331,40 @@ impl Session {
         };
         let audits = self.audit.is_some();
         let mut shared = self.shared.borrow_mut();
+        let before = shared.decisions.stats();
         // The rule that allowed a statement is worded only for the audit log.
         let decision = if audits {
             policy.authorize(&identity.principal, roles, statement, &mut shared.decisions)
         } else {
             policy.authorize_quietly(&identity.principal, roles, statement, &mut shared.decisions)
         };
+        let after = shared.decisions.stats();
         drop(shared);
+        self.meter_cache(Cache::Decision, before, after);
         if decision.allowed {
             if self.audits() {
                 self.draft_rule(&decision.rule);
             }
             Ok(())
         } else {
-            Err(Refusal::Unauthorized(decision.reason, Some(decision.rule)))
+            self.meter_policy_denial(statement.keyspace.as_deref());
+            Err(Refusal::Unauthorized(
+                decision.reason,
+                Some(decision.rule),
+                DenialReason::Policy,
+            ))
         }
+    }
+
+    /// The statement a prepared id stands for, if the registry holds it.
+    fn prepared(&mut self, id: &[u8]) -> Option<Rc<Prepared>> {
+        let mut shared = self.shared.borrow_mut();
+        let before = shared.prepared.stats();
+        let prepared = shared.prepared.get(id);
+        let after = shared.prepared.stats();
+        drop(shared);
+        self.meter_cache(Cache::Prepared, before, after);
+        prepared
     }
 
     /// An allowed keyspace change: the requests behind it wait for its answer, which alone

@@ -59,6 +59,7 @@ struct Setup {
     certificate: Option<Identity>,
     stream_reuse: StreamReuse,
     topology: crate::topology::Topology,
+    metrics: Option<Rc<crate::metrics::ServerMeter>>,
 }
 
 impl Default for Setup {
@@ -71,6 +72,7 @@ impl Default for Setup {
             certificate: None,
             stream_reuse: StreamReuse::Refuse,
             topology: crate::topology::Topology::default(),
+            metrics: None,
         }
     }
 }
@@ -102,6 +104,7 @@ impl Setup {
             allow_unbound: false,
             stream_reuse: self.stream_reuse,
             topology: self.topology,
+            metrics: self.metrics,
         };
         Session::new(
             Rc::new(config),
@@ -720,7 +723,7 @@ fn answers_wait_for_the_server_stream_to_reach_a_frame_boundary() {
 
 #[test]
 fn watching_sessions_forward_everything() {
-    let mut s = Session::watching(Limits::default());
+    let mut s = Session::watching(Limits::default(), None);
     let client = Peer::new(S2C, 4);
     let bytes = client.write(0, Opcode::Query, &query_body("DROP KEYSPACE shop", 4));
     assert_eq!(s.feed(C2S, &bytes, NOW), Action::Forward);
@@ -1437,4 +1440,81 @@ fn an_address_column_under_an_alias_names_the_proxy_too() {
     write::bytes(&mut local, Some(&token_set()));
     let (_, down) = w.server_sends(4, Opcode::Result, &local);
     assert_eq!(read_node_rows(&down[0].body)[0].0, [127, 0, 0, 2]);
+}
+
+/// A server's counters in a zone of their own, and the zone to render.
+fn metered() -> (crate::metrics::Zone, Rc<crate::metrics::ServerMeter>) {
+    let words = crate::metrics::zone::leaked(100_000);
+    let zone = crate::metrics::Zone::attach(words, 4, 4).unwrap();
+    let meter = Rc::new(crate::metrics::ServerMeter::default());
+    meter.bind(zone, zone.server_slot("test").unwrap());
+    (zone, meter)
+}
+
+#[test]
+fn a_session_counts_its_login_decisions_answers_latency_and_end() {
+    let (zone, meter) = metered();
+    let setup = Setup {
+        metrics: Some(meter),
+        ..Setup::default()
+    };
+    let mut w = Wire::new(setup.session(), 4);
+    w.session.tick(NOW * 1000, 1_000);
+    w.log_in(&token("alice", NOW + 600));
+    // Allowed, answered 300 µs later; allowed, answered ReadTimeout; denied; unprepared.
+    w.query(3, "SELECT * FROM shop.orders");
+    w.session.tick(NOW * 1000, 1_300);
+    w.server_sends(3, Opcode::Result, &1i32.to_be_bytes());
+    w.query(4, "SELECT * FROM shop.orders");
+    let mut timeout = 0x1200i32.to_be_bytes().to_vec();
+    write::string(&mut timeout, "Operation timed out");
+    timeout.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+    w.server_sends(4, Opcode::Error, &timeout);
+    let (up, _) = w.query(5, "DELETE FROM shop.customers WHERE id = 1");
+    assert!(up.is_empty());
+    w.client_sends(6, Opcode::Execute, &execute_body(b"unknown-id", 4));
+    drop(w);
+
+    let mut text = String::new();
+    crate::metrics::render::render(&zone, &mut text);
+    for line in [
+        "cql_connections_total{server=\"test\"} 1",
+        "cql_connections_open{server=\"test\"} 0",
+        "cql_logins_total{server=\"test\",method=\"jwt\",outcome=\"success\"} 1",
+        "cql_handshake_duration_seconds_count{server=\"test\",method=\"jwt\"} 1",
+        "cql_requests_total{server=\"test\",category=\"query\",decision=\"allowed\"} 2",
+        "cql_requests_total{server=\"test\",category=\"dml\",decision=\"denied\"} 1",
+        "cql_requests_total{server=\"test\",category=\"error\",decision=\"unprepared\"} 1",
+        "cql_unprepared_answers_total{server=\"test\"} 1",
+        "cql_denied_requests_total{server=\"test\",reason=\"policy\"} 1",
+        "cql_denials_total{server=\"test\",role=\"writer\",keyspace=\"shop\"} 1",
+        "cql_upstream_responses_total{server=\"test\",outcome=\"result\"} 1",
+        "cql_upstream_responses_total{server=\"test\",outcome=\"read_timeout\"} 1",
+        "cql_upstream_response_duration_seconds_bucket{server=\"test\",le=\"0.00025\"} 1",
+        "cql_upstream_response_duration_seconds_bucket{server=\"test\",le=\"0.0005\"} 2",
+        "cql_upstream_response_duration_seconds_sum{server=\"test\"} 0.0003",
+        "cql_cache_misses_total{server=\"test\",cache=\"token\"} 1",
+        "cql_cache_misses_total{server=\"test\",cache=\"prepared\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no line {line} in\n{text}");
+    }
+}
+
+#[test]
+fn a_protocol_violation_is_counted_by_kind() {
+    let (zone, meter) = metered();
+    let mut session = Setup {
+        metrics: Some(meter),
+        ..Setup::default()
+    }
+    .session();
+    let action = session.feed(C2S, b"GET / HTTP/1.1\r\n\r\n", NOW);
+    assert!(matches!(action, Action::Refuse(_) | Action::Close(_)));
+    drop(session);
+    let mut text = String::new();
+    crate::metrics::render::render(&zone, &mut text);
+    assert!(
+        text.contains("cql_protocol_violations_total{server=\"test\",kind=\"invalid_stream\"} 1\n")
+    );
+    assert!(text.contains("cql_received_bytes_total{server=\"test\",from=\"client\"} 18\n"));
 }
