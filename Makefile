@@ -16,6 +16,7 @@ run: setup
 # the unwinding test harness in one invocation makes the two outputs collide. clippy
 # checks every target.
 test: setup lint
+	scripts/check-dashboard
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
 	$(MAKE) test-debian-nginx
