@@ -6,7 +6,9 @@
 //! - its features become `cfg(ngx_feature = "...")`, so the glue can compile code that
 //!   only some NGINX builds support (for example stream SSL);
 //! - its build folder becomes `CQL_NGINX_BUILD_DIR` for the integration tests, which run
-//!   the NGINX binary built there.
+//!   the NGINX binary built there;
+//! - from its version, `cfg(ngx_stream_ports)` says the stream block keeps its listen
+//!   addresses by port, with the servers of each (NGINX 1.25.5 and later).
 
 use std::env;
 
@@ -21,6 +23,17 @@ fn main() {
         for feature in features.split(',').map(str::trim).filter(|f| !f.is_empty()) {
             println!("cargo::rustc-cfg=ngx_feature=\"{feature}\"");
         }
+    }
+
+    // NGINX 1.25.5 reshaped the stream block's listen addresses (virtual servers): the glue
+    // reads a server's addresses one way or the other.
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_VERSION_NUMBER");
+    println!("cargo::rustc-check-cfg=cfg(ngx_stream_ports)");
+    let version = env::var("DEP_NGINX_VERSION_NUMBER")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if version.is_none_or(|v| v >= 1_025_005) {
+        println!("cargo::rustc-cfg=ngx_stream_ports");
     }
 
     println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");

@@ -21,6 +21,7 @@ fn the_example_configuration_is_accepted() {
         )
         .replace("127.0.0.1:9042;", &format!("127.0.0.1:{};", free_port()))
         .replace("cql/jwks.json", &example_keys())
+        .replace("\nhttp {\n", &format!("\nhttp {{\n{HTTP_TEMP_PATHS}\n"))
         .replace(
             "cql/policy.toml",
             &repo_dir()
@@ -808,11 +809,17 @@ fn topology_layouts_are_accepted_and_their_mistakes_refused() {
     );
 }
 
+/// The `http` block's temporary folders in the test's prefix: a packaged NGINX has them
+/// compiled in under /var/lib/nginx, which a package unpacked for the tests lacks.
+const HTTP_TEMP_PATHS: &str = "client_body_temp_path logs/client_body; \
+     proxy_temp_path logs/proxy; fastcgi_temp_path logs/fastcgi; \
+     uwsgi_temp_path logs/uwsgi; scgi_temp_path logs/scgi;";
+
 /// A configuration with a `stream` body and, after it, an `http` block with a `/metrics`
 /// location whose handler directive is `handler`.
 fn with_metrics_handler(stream_body: &str, handler: &str) -> String {
     format!(
-        "{}http {{\naccess_log off;\nserver {{\nlisten 127.0.0.1:{};\nlocation = /metrics {{\n{handler}\n}}\n}}\n}}\n",
+        "{}http {{\n{HTTP_TEMP_PATHS}\naccess_log off;\nserver {{\nlisten 127.0.0.1:{};\nlocation = /metrics {{\n{handler}\n}}\n}}\n}}\n",
         config_with_stream(stream_body),
         free_port()
     )

@@ -134,21 +134,39 @@ impl ServerMeter {
         }
     }
 
+    /// One lookup of a cache, and whether it found an entry.
+    pub fn cache_lookup(&self, cache: Cache, hit: bool) {
+        let event = if hit {
+            CacheEvent::Hit
+        } else {
+            CacheEvent::Miss
+        };
+        self.count(
+            server::CACHES + cache.index() * CacheEvent::COUNT + event.index(),
+            1,
+        );
+    }
+
     /// What a cache did between two of its [`CacheStats`].
     pub fn cache(&self, cache: Cache, before: CacheStats, after: CacheStats) {
-        for (event, n) in [
-            (CacheEvent::Hit, after.hits.wrapping_sub(before.hits)),
-            (CacheEvent::Miss, after.misses.wrapping_sub(before.misses)),
-            (
-                CacheEvent::Eviction,
-                after.evictions.wrapping_sub(before.evictions),
-            ),
-        ] {
-            if n > 0 {
+        let base = server::CACHES + cache.index() * CacheEvent::COUNT;
+        // The usual lookup: one hit, nothing else.
+        if before.misses == after.misses && before.evictions == after.evictions {
+            if after.hits != before.hits {
                 self.count(
-                    server::CACHES + cache.index() * CacheEvent::COUNT + event.index(),
-                    n,
+                    base + CacheEvent::Hit.index(),
+                    after.hits.wrapping_sub(before.hits),
                 );
+            }
+            return;
+        }
+        for (event, (was, is)) in [
+            (CacheEvent::Hit, (before.hits, after.hits)),
+            (CacheEvent::Miss, (before.misses, after.misses)),
+            (CacheEvent::Eviction, (before.evictions, after.evictions)),
+        ] {
+            if is != was {
+                self.count(base + event.index(), is.wrapping_sub(was));
             }
         }
     }

@@ -19,10 +19,11 @@ use std::sync::OnceLock;
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_pool_cleanup_add, ngx_shm_zone_t,
-    ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, ngx_stream_conf_addr_t, ngx_stream_conf_ctx_t,
-    ngx_stream_conf_port_t, ngx_stream_core_main_conf_t, ngx_stream_core_module,
-    ngx_stream_core_srv_conf_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
+    ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, ngx_stream_conf_ctx_t, ngx_stream_core_main_conf_t,
+    ngx_stream_core_module, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
 };
+#[cfg(ngx_stream_ports)]
+use ngx::ffi::{ngx_stream_conf_addr_t, ngx_stream_conf_port_t, ngx_stream_core_srv_conf_t};
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
 use super::config::{parse_size, SrvConf};
@@ -180,11 +181,34 @@ pub unsafe fn collect_servers(cf: *mut ngx_conf_t) -> bool {
     }
     let cmcf =
         *(*ctx).main_conf.add(ngx_stream_core_module.ctx_index) as *mut ngx_stream_core_main_conf_t;
-    if cmcf.is_null() || (*cmcf).ports.is_null() {
+    let Some(cmcf) = cmcf.as_ref() else {
         return true;
+    };
+    let mut seen: Vec<*mut ngx_stream_conf_ctx_t> = Vec::new();
+    for (address, server) in listens(cmcf) {
+        if server.is_null() || seen.contains(&server) {
+            continue;
+        }
+        seen.push(server);
+        let srv = *(*server).srv_conf.add(ctx_index()) as *const SrvConf;
+        let Some(srv) = srv.as_ref() else {
+            continue;
+        };
+        if let (true, Some(settings)) = (srv.enabled(), srv.settings()) {
+            conf.servers.push((address, settings.meter.clone()));
+        }
     }
-    let mut seen: Vec<*mut ngx_stream_core_srv_conf_t> = Vec::new();
-    let ports = &*(*cmcf).ports;
+    true
+}
+
+/// Every `listen` of the stream block, in the order NGINX keeps them, with the server it is
+/// of: NGINX 1.25.5 and later keep them by port and address, each with its servers.
+#[cfg(ngx_stream_ports)]
+unsafe fn listens(cmcf: &ngx_stream_core_main_conf_t) -> Vec<(String, *mut ngx_stream_conf_ctx_t)> {
+    let mut listens = Vec::new();
+    let Some(ports) = cmcf.ports.as_ref() else {
+        return listens;
+    };
     let ports =
         core::slice::from_raw_parts(ports.elts as *const ngx_stream_conf_port_t, ports.nelts);
     for port in ports {
@@ -193,27 +217,38 @@ pub unsafe fn collect_servers(cf: *mut ngx_conf_t) -> bool {
             port.addrs.nelts,
         );
         for addr in addrs {
-            let name = String::from_utf8_lossy(addr.opt.addr_text.as_bytes()).into_owned();
+            let address = String::from_utf8_lossy(addr.opt.addr_text.as_bytes()).into_owned();
             let servers = core::slice::from_raw_parts(
                 addr.servers.elts as *const *mut ngx_stream_core_srv_conf_t,
                 addr.servers.nelts,
             );
             for &cscf in servers {
-                if seen.contains(&cscf) {
-                    continue;
-                }
-                seen.push(cscf);
-                let srv = *(*(*cscf).ctx).srv_conf.add(ctx_index()) as *const SrvConf;
-                let Some(srv) = srv.as_ref() else {
-                    continue;
-                };
-                if let (true, Some(settings)) = (srv.enabled(), srv.settings()) {
-                    conf.servers.push((name.clone(), settings.meter.clone()));
+                if let Some(cscf) = cscf.as_ref() {
+                    listens.push((address.clone(), cscf.ctx));
                 }
             }
         }
     }
-    true
+    listens
+}
+
+/// Before NGINX 1.25.5, one array of `listen`s, each with its server.
+#[cfg(not(ngx_stream_ports))]
+unsafe fn listens(cmcf: &ngx_stream_core_main_conf_t) -> Vec<(String, *mut ngx_stream_conf_ctx_t)> {
+    let listen = &cmcf.listen;
+    let listens = core::slice::from_raw_parts(
+        listen.elts as *const ngx::ffi::ngx_stream_listen_t,
+        listen.nelts,
+    );
+    listens
+        .iter()
+        .map(|l| {
+            (
+                String::from_utf8_lossy(l.addr_text.as_bytes()).into_owned(),
+                l.ctx,
+            )
+        })
+        .collect()
 }
 
 /// Sets the zone up for a configuration: the old zone's counters when NGINX reuses it

@@ -16,7 +16,7 @@ use super::{Fault, Session};
 impl Session {
     /// The server's counters, when they count into a zone.
     pub(super) fn meter(&self) -> Option<&ServerMeter> {
-        self.config.metrics.as_deref().filter(|m| m.is_bound())
+        self.meter.as_deref()
     }
 
     /// Whether the session needs the monotonic clock (audit latencies, metrics).

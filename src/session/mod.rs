@@ -278,6 +278,8 @@ pub struct Session {
     first_byte_us: Option<u64>,
     /// The audit category of the request being decided, for the metrics.
     request_category: crate::classify::Category,
+    /// The server's counters, when they count into a zone (bound before any session).
+    meter: Option<Rc<crate::metrics::ServerMeter>>,
 }
 
 impl Session {
@@ -316,7 +318,9 @@ impl Session {
         } else {
             AuthState::Startup
         };
+        let meter = config.metrics.clone().filter(|m| m.is_bound());
         let session = Session {
+            meter,
             config,
             shared,
             client: FrameReader::new(Direction::ClientToServer, limits.max_handshake_frame_size),

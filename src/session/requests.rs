@@ -358,12 +358,10 @@ impl Session {
 
     /// The statement a prepared id stands for, if the registry holds it.
     fn prepared(&mut self, id: &[u8]) -> Option<Rc<Prepared>> {
-        let mut shared = self.shared.borrow_mut();
-        let before = shared.prepared.stats();
-        let prepared = shared.prepared.get(id);
-        let after = shared.prepared.stats();
-        drop(shared);
-        self.meter_cache(Cache::Prepared, before, after);
+        let prepared = self.shared.borrow_mut().prepared.get(id);
+        if let Some(meter) = self.meter() {
+            meter.cache_lookup(Cache::Prepared, prepared.is_some());
+        }
         prepared
     }
 
