@@ -350,38 +350,30 @@ pub fn worker_zone() -> Option<&'static Zone> {
 
 /// The metrics zone named `name` (any, if `None`) of a cycle, once set up.
 pub unsafe fn find(cycle: *mut ngx_cycle_t, name: Option<&[u8]>) -> Option<Zone> {
-    let tag = addr_of!(ngx_stream_cql_module) as *mut c_void;
-    let mut part = addr_of!((*cycle).shared_memory.part);
-    while let Some(p) = part.as_ref() {
-        let zones = core::slice::from_raw_parts(p.elts as *const ngx_shm_zone_t, p.nelts);
-        for zone in zones {
-            if zone.tag != tag || name.is_some_and(|n| n != zone.shm.name.as_bytes()) {
-                continue;
-            }
-            if let Some(conf) = (zone.data as *const MainConf).as_ref() {
-                if let Some((_, counters)) = conf.counters {
-                    return Some(counters);
-                }
-            }
-        }
-        part = p.next;
-    }
-    None
+    zones_named(cycle, name)
+        .into_iter()
+        .find_map(|zone| Some((zone.data as *const MainConf).as_ref()?.counters?.1))
 }
 
 /// Whether a cycle declares a metrics zone named `name` (any, if `None`).
 pub unsafe fn declared(cycle: *mut ngx_cycle_t, name: Option<&[u8]>) -> bool {
+    !zones_named(cycle, name).is_empty()
+}
+
+/// The shared-memory zones of a cycle that `cql_metrics_zone` declared, named `name` (all,
+/// if `None`).
+unsafe fn zones_named<'a>(cycle: *mut ngx_cycle_t, name: Option<&[u8]>) -> Vec<&'a ngx_shm_zone_t> {
     let tag = addr_of!(ngx_stream_cql_module) as *mut c_void;
+    let mut found = Vec::new();
     let mut part = addr_of!((*cycle).shared_memory.part);
     while let Some(p) = part.as_ref() {
         let zones = core::slice::from_raw_parts(p.elts as *const ngx_shm_zone_t, p.nelts);
-        if zones
-            .iter()
-            .any(|z| z.tag == tag && name.is_none_or(|n| n == z.shm.name.as_bytes()))
-        {
-            return true;
-        }
+        found.extend(
+            zones
+                .iter()
+                .filter(|z| z.tag == tag && name.is_none_or(|n| n == z.shm.name.as_bytes())),
+        );
         part = p.next;
     }
-    false
+    found
 }
