@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test setup build venv lint test-debian-nginx bench bench-e2e fuzz-smoke
+.PHONY: run test check setup build venv lint test-debian-nginx bench bench-e2e fuzz-smoke
 
 run: setup
 	$(CARGO) build --release --workspace
@@ -21,6 +21,13 @@ test: setup lint
 	$(CARGO) test --workspace
 	$(MAKE) test-debian-nginx
 	$(MAKE) fuzz-smoke
+
+# The quick loop of a change (a couple of minutes warm): formatting, lints, every unit test
+# and the codec and classifier over the recorded traffic and the statement corpus, without
+# NGINX. `make test` runs all of it and the integration tests.
+check: lint
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test --test codec_captures --test classify_corpus
 
 setup:
 	scripts/setup

@@ -175,11 +175,13 @@ impl Zone {
     pub fn attach(words: &'static [AtomicU64], roles: usize, keyspaces: usize) -> Option<Zone> {
         let layout = Layout::fitting(words.len(), roles, keyspaces)?;
         let zone = Zone { words, layout };
+        // The stripe's size too: a build with other counters lays them out otherwise.
         let header = [
             MAGIC,
             layout.servers as u64,
             layout.roles as u64,
             layout.keyspaces as u64,
+            server::WORDS as u64,
         ];
         let same = header.iter().enumerate().all(|(i, &v)| zone.load(i) == v);
         if !same {
