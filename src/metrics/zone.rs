@@ -330,14 +330,6 @@ impl Zone {
         self.words.get(start..start + STRIPES * server::WORDS)
     }
 
-    /// Adds `n` to a counter of a server, in this process's stripe.
-    #[cfg(test)]
-    pub(super) fn count(&self, slot: usize, offset: usize, n: u64) {
-        if slot < self.layout.servers && offset < server::WORDS {
-            self.add(self.layout.server_word(slot, stripe(), offset), n);
-        }
-    }
-
     /// Audit lines handed to an audit log, and how many of them it could not write.
     pub fn audit_lines(&self, written: u64, lost: u64) {
         self.count_global(global::AUDIT_LINES, written);
@@ -450,7 +442,9 @@ mod tests {
         let words = leaked(60_000);
         let zone = Zone::attach(words, 4, 4).expect("zone");
         let slot = zone.server_slot("127.0.0.1:9042").expect("slot");
-        zone.count(slot, server::CONNECTIONS_OPENED, 3);
+        let meter = super::super::ServerMeter::default();
+        meter.bind(zone, slot);
+        meter.count(server::CONNECTIONS_OPENED, 3);
         let again = Zone::attach(words, 4, 4).expect("zone");
         assert_eq!(again.server_slot("127.0.0.1:9042"), Some(slot));
         assert_eq!(again.sum(slot, server::CONNECTIONS_OPENED), 3);
@@ -464,9 +458,11 @@ mod tests {
     fn stripes_add_up() {
         let zone = Zone::attach(leaked(60_000), 4, 4).expect("zone");
         let slot = zone.server_slot("s").expect("slot");
+        let meter = super::super::ServerMeter::default();
+        meter.bind(zone, slot);
         for worker in 0..STRIPES + 2 {
             set_worker(worker);
-            zone.count(slot, server::BYTES, 10);
+            meter.count(server::BYTES, 10);
         }
         set_worker(0);
         assert_eq!(zone.sum(slot, server::BYTES), 10 * (STRIPES as u64 + 2));
