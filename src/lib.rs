@@ -16,6 +16,7 @@ pub mod audit;
 pub mod classify;
 pub mod codec;
 pub mod identity;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod session;
