@@ -36,6 +36,10 @@ pub struct RoleSpec {
     /// Cassandra keeps for superusers.
     #[serde(default)]
     pub superuser: Option<Spanned<bool>>,
+    /// The login the proxy uses toward Cassandra for holders of this role (its password
+    /// comes from the server's credentials file, never from the policy).
+    #[serde(default)]
+    pub upstream_login: Option<Spanned<String>>,
     /// Free text for people; not used in decisions.
     #[serde(default)]
     #[allow(dead_code)]
@@ -51,7 +55,8 @@ pub struct RuleSpec {
     pub on: Spanned<Names>,
 }
 
-/// `guardrails = { allow_filtering = false, ... }`: `false` refuses the feature.
+/// `guardrails = { allow_filtering = false, max_page_size = 5000, ... }`: `false` refuses
+/// the feature; the lists and numbers bound what requests may ask.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardrailSpec {
@@ -59,6 +64,14 @@ pub struct GuardrailSpec {
     pub unlogged_batch: Option<Spanned<bool>>,
     pub truncate: Option<Spanned<bool>>,
     pub lwt: Option<Spanned<bool>>,
+    /// The consistency levels SELECTs may use.
+    pub read_consistency: Option<Spanned<Names>>,
+    /// The consistency levels INSERT, UPDATE, DELETE and BATCH may use.
+    pub write_consistency: Option<Spanned<Names>>,
+    pub max_page_size: Option<Spanned<i64>>,
+    pub max_batch_statements: Option<Spanned<i64>>,
+    pub max_batch_bytes: Option<Spanned<i64>>,
+    pub max_statement_bytes: Option<Spanned<i64>>,
 }
 
 /// `[[bind]]`: which identities get which roles. Every selector given must match.

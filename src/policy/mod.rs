@@ -80,7 +80,21 @@
 //! - `guardrails`: `allow_filtering`, `unlogged_batch`, `truncate`, `lwt` (conditional
 //!   writes: `IF NOT EXISTS`, `IF EXISTS`, `IF cond`); `false` refuses the feature to
 //!   every holder of the role, whatever their other roles (guardrails only restrict);
-//!   `true`, the default, says nothing.
+//!   `true`, the default, says nothing. Bounds on what requests ask:
+//!   `read_consistency = ["LOCAL_ONE", "LOCAL_QUORUM"]` (SELECT) and `write_consistency`
+//!   (INSERT, UPDATE, DELETE, BATCH), the levels allowed (Cassandra's names, any case);
+//!   `max_page_size` (an unpaged SELECT is refused too), `max_batch_statements`,
+//!   `max_batch_bytes`, `max_statement_bytes` (positive integers). With several roles,
+//!   every role's bounds apply. [`Policy::guards`] gives an identity's bounds once per
+//!   login; a refusal ([`GuardRefusal`]) reads as Cassandra's own guardrails do:
+//!   `Guardrail max_page_size violated: page size 10000 is above the limit 5000 of role
+//!   reader`, and names the rule (`role reader: guardrail max_page_size = 5000 (line 4)`).
+//! - `upstream_login = "svc_shop_reader"`: the login the proxy uses toward Cassandra for
+//!   holders of the role (its password comes from the server's credentials file, never
+//!   from the policy; no `:` or control characters). An identity gets the login of the
+//!   first role, in the file's order of `[roles.NAME]` tables, among its roles (inherited
+//!   ones included) that names one ([`Policy::upstream_login`]); none: the server's
+//!   service login.
 //! - `superuser = true`: every permission on every resource, except what a deny rule of
 //!   the identity's roles refuses, and the statements Cassandra keeps for superusers
 //!   (triggers, `CREATE ROLE ... SUPERUSER = true`), which are denied to everyone else.
@@ -163,6 +177,7 @@ mod error;
 mod evaluate;
 mod format;
 mod glob;
+mod guard;
 mod model;
 mod resource;
 mod roles;
@@ -179,10 +194,11 @@ use crate::identity::Identity;
 pub use cache::DecisionCache;
 pub use error::PolicyError;
 pub use evaluate::Decision;
+pub use guard::{GuardRefusal, Guards};
 pub use roles::RoleSet;
 
 use evaluate::{By, Check, Outcome};
-use model::Model;
+use model::{Model, Role};
 
 /// Generation numbers of loaded policies; 0 is never given (an empty [`RoleSet`] has it).
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -243,6 +259,80 @@ impl Policy {
     /// The names of the roles the policy defines, sorted.
     pub fn role_names(&self) -> impl Iterator<Item = &str> {
         self.model.roles.iter().map(|r| r.name.as_str())
+    }
+
+    /// The members of `roles` in the order the policy file defines them (`[roles.NAME]`
+    /// tables), as `$cql_roles` lists them. Names this policy does not define (a set kept
+    /// across a reload) are left out.
+    pub fn roles_in_policy_order<'a>(
+        &'a self,
+        roles: &'a RoleSet,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.in_policy_order(roles).map(|r| r.name.as_str())
+    }
+
+    fn in_policy_order<'a>(&'a self, roles: &'a RoleSet) -> impl Iterator<Item = &'a Role> + 'a {
+        self.model
+            .file_order
+            .iter()
+            .filter_map(|&i| self.model.roles.get(i as usize))
+            .filter(move |r| roles.contains(&r.name))
+    }
+
+    /// The request bounds of an identity holding `roles` (consistency levels, page size,
+    /// batch and statement sizes): every bound of every role, in policy order. Empty when
+    /// no role sets one. Computed once per login.
+    pub fn guards(&self, roles: &RoleSet) -> Guards {
+        Guards::new(
+            self.in_policy_order(roles)
+                .filter(|r| !r.guards.is_empty())
+                .map(|r| r.guards.clone())
+                .collect(),
+        )
+    }
+
+    /// Every guardrail of the roles in `roles` as its rule text, by role in policy order:
+    /// the refused features (`role strict: guardrail lwt = false (line 4)`), then the
+    /// request bounds (`role reader: guardrail max_page_size = 5000 (line 5)`). For tools.
+    pub fn guardrail_rules(&self, roles: &RoleSet) -> Vec<String> {
+        let mut out = Vec::new();
+        for role in self.in_policy_order(roles) {
+            out.extend(role.refuses.iter().flatten().map(|r| r.to_string()));
+            out.extend(role.guards.rules().map(str::to_string));
+        }
+        out
+    }
+
+    /// The login the proxy uses toward Cassandra for an identity holding `roles`. Of the
+    /// identity's roles (held directly or by inheritance) that name an `upstream_login`,
+    /// one that another of them inherits gives way to it (a `migrate` role that inherits
+    /// `read` logs in as `migrate`); of those left, the first in the policy file's order
+    /// wins. `None`: the server's service login.
+    pub fn upstream_login(&self, roles: &RoleSet) -> Option<&str> {
+        let candidates: Vec<(u32, &Role)> = self
+            .model
+            .file_order
+            .iter()
+            .filter_map(|&i| Some((i, self.model.roles.get(i as usize)?)))
+            .filter(|(_, r)| roles.contains(&r.name) && r.upstream_login.is_some())
+            .collect();
+        candidates
+            .iter()
+            .find(|(i, _)| {
+                !candidates
+                    .iter()
+                    .any(|(j, other)| j != i && other.closure.contains(*i))
+            })
+            .and_then(|(_, r)| r.upstream_login.as_deref())
+    }
+
+    /// Every role that names an `upstream_login`, with it, in the policy file's order: the
+    /// logins a credentials file must hold.
+    pub fn upstream_logins(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.model.file_order.iter().filter_map(|&i| {
+            let role = self.model.roles.get(i as usize)?;
+            Some((role.name.as_str(), role.upstream_login.as_deref()?))
+        })
     }
 
     /// The roles bound to an identity (sorted, deduplicated, inherited ones included).

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use toml::Spanned;
 
@@ -15,6 +16,7 @@ use super::bits::Bits;
 use super::error::{line_of, PolicyError};
 use super::format::{entries, BindSpec, Document, GuardrailSpec, Names, RoleSpec, RuleSpec};
 use super::glob::Glob;
+use super::guard::RoleGuards;
 use super::resource::Pattern;
 
 /// A feature a role can refuse with `guardrails = { ... = false }`.
@@ -74,6 +76,10 @@ pub struct Role {
     pub refuses: [Option<Box<str>>; 4],
     /// The rule text when the role is a superuser.
     pub superuser: Option<Box<str>>,
+    /// The request bounds this role sets itself (consistency levels, page and batch sizes).
+    pub guards: Arc<RoleGuards>,
+    /// The login toward Cassandra for holders of this role.
+    pub upstream_login: Option<Box<str>>,
 }
 
 /// One grant or deny rule of one role on one resource pattern.
@@ -105,6 +111,8 @@ pub struct Model {
     /// Sorted by name; a role's index is its position.
     pub roles: Vec<Role>,
     pub by_name: HashMap<String, u32>,
+    /// Role indices in the order their `[roles.NAME]` tables appear in the file.
+    pub file_order: Vec<u32>,
     /// In file order: roles by name, then per role its grants and its denies.
     pub rules: Vec<Rule>,
     pub bindings: Vec<Binding>,
@@ -139,6 +147,14 @@ impl Model {
             let index = u32::try_from(i).map_err(|_| err(name.span(), "too many roles".into()))?;
             model.by_name.insert(name.get_ref().clone(), index);
         }
+
+        // The document's map sorts roles by name; the file's order is their keys' order.
+        let mut starts: Vec<(usize, u32)> = Vec::with_capacity(doc.roles.len());
+        for (i, name) in doc.roles.keys().enumerate() {
+            starts.push((name.span().start, i as u32));
+        }
+        starts.sort_unstable();
+        model.file_order = starts.into_iter().map(|(_, i)| i).collect();
 
         let inherits = model.inheritance(text, &doc)?;
         for (i, (name, spec)) in doc.roles.iter().enumerate() {
@@ -284,6 +300,28 @@ impl Model {
                 }
             }
         }
+        let guards = Arc::new(RoleGuards::compile(text, name, g)?);
+        let upstream_login = match &spec.upstream_login {
+            None => None,
+            Some(login) => {
+                let l = login.get_ref();
+                if l.is_empty() {
+                    return Err(PolicyError::at(
+                        text,
+                        login.span(),
+                        "upstream_login is empty: name a Cassandra login",
+                    ));
+                }
+                if l.chars().any(|c| c == ':' || c.is_control()) {
+                    return Err(PolicyError::at(
+                        text,
+                        login.span(),
+                        format!("upstream_login {l:?} may not hold ':' or control characters"),
+                    ));
+                }
+                Some(l.as_str().into())
+            }
+        };
         let superuser = spec.superuser.as_ref().filter(|s| *s.get_ref()).map(|s| {
             format!(
                 "role {name}: superuser (line {})",
@@ -296,6 +334,8 @@ impl Model {
             closure,
             refuses,
             superuser,
+            guards,
+            upstream_login,
         })
     }
 

@@ -1217,3 +1217,540 @@ fn example_policy() {
     assert!(decide(&p, &nobody, "SELECT * FROM system.local", None).allowed);
     assert!(!decide(&p, &nobody, "SELECT * FROM shop.orders", None).allowed);
 }
+
+// ---------------------------------------------------------------------------------------
+// Request bounds: consistency levels, page size, batch and statement sizes
+
+/// Wire codes of the consistency levels the tests use.
+const ANY: u16 = 0x0000;
+const ONE: u16 = 0x0001;
+const QUORUM: u16 = 0x0004;
+const ALL: u16 = 0x0005;
+const LOCAL_QUORUM: u16 = 0x0006;
+const SERIAL: u16 = 0x0008;
+const LOCAL_ONE: u16 = 0x000A;
+
+fn refusal(r: Result<(), GuardRefusal>) -> GuardRefusal {
+    match r {
+        Ok(()) => panic!("allowed"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn consistency_levels_are_bounded_per_direction() {
+    let (p, r) = one_role(
+        r#"guardrails = { read_consistency = ["one", "LOCAL_QUORUM", "Local_One"], write_consistency = ["LOCAL_QUORUM"] }"#,
+    );
+    let g = p.guards(&r);
+    assert!(!g.is_empty());
+    for level in [ONE, LOCAL_QUORUM, LOCAL_ONE] {
+        assert_eq!(g.check_consistency(false, level), Ok(()), "{level}");
+    }
+    assert_eq!(g.check_consistency(true, LOCAL_QUORUM), Ok(()));
+    let e = refusal(g.check_consistency(true, ALL));
+    assert_eq!(e.guardrail, "write_consistency");
+    assert_eq!(
+        e.reason,
+        "Guardrail write_consistency violated: ALL is not allowed for writes of role r \
+         (allowed: LOCAL_QUORUM)"
+    );
+    assert_eq!(
+        e.rule,
+        "role r: guardrail write_consistency = [LOCAL_QUORUM] (line 2)"
+    );
+    // ONE is allowed for reads, not for writes.
+    assert!(g.check_consistency(true, ONE).is_err());
+    let e = refusal(g.check_consistency(false, QUORUM));
+    assert_eq!(
+        e.reason,
+        "Guardrail read_consistency violated: QUORUM is not allowed for reads of role r \
+         (allowed: ONE, LOCAL_QUORUM, LOCAL_ONE)"
+    );
+    assert_eq!(e.guardrail, "read_consistency");
+    // A code that names no level is refused, never taken for another.
+    let e = refusal(g.check_consistency(false, 0x000B));
+    assert!(
+        e.reason
+            .contains("consistency level 0x000B is not allowed for reads"),
+        "{e:?}"
+    );
+    assert!(g.check_consistency(false, 0xFFFF).is_err());
+    assert!(g.check_consistency(false, 33).is_err());
+}
+
+#[test]
+fn consistency_lists_may_be_one_level_and_repeat() {
+    let (p, r) = one_role(r#"guardrails = { write_consistency = "quorum" }"#);
+    let g = p.guards(&r);
+    assert_eq!(g.check_consistency(true, QUORUM), Ok(()));
+    assert!(g.check_consistency(true, ANY).is_err());
+    // Reads are not bounded by a write list.
+    assert_eq!(g.check_consistency(false, ANY), Ok(()));
+    let (p, r) = one_role(r#"guardrails = { read_consistency = ["ONE", "one", "SERIAL"] }"#);
+    let g = p.guards(&r);
+    assert_eq!(g.check_consistency(false, SERIAL), Ok(()));
+    assert_eq!(
+        g.describe(),
+        ["role r: guardrail read_consistency = [ONE, SERIAL] (line 2)"]
+    );
+}
+
+#[test]
+fn page_size_is_bounded_and_unpaged_reads_refused() {
+    let (p, r) = one_role("guardrails = { max_page_size = 5000 }");
+    let g = p.guards(&r);
+    assert_eq!(g.check_page_size(Some(5000)), Ok(()));
+    assert_eq!(g.check_page_size(Some(1)), Ok(()));
+    let e = refusal(g.check_page_size(Some(5001)));
+    assert_eq!(e.guardrail, "max_page_size");
+    assert_eq!(
+        e.reason,
+        "Guardrail max_page_size violated: page size 5001 is above the limit 5000 of role r"
+    );
+    assert_eq!(e.rule, "role r: guardrail max_page_size = 5000 (line 2)");
+    for unpaged in [None, Some(0), Some(-1), Some(i32::MIN)] {
+        let e = refusal(g.check_page_size(unpaged));
+        assert_eq!(
+            e.reason,
+            "Guardrail max_page_size violated: unpaged reads are not allowed for role r \
+             (page size limit 5000)",
+            "{unpaged:?}"
+        );
+    }
+    assert!(g.check_page_size(Some(i32::MAX)).is_err());
+    // Consistency is not bounded by a page size limit.
+    assert_eq!(g.check_consistency(false, ALL), Ok(()));
+}
+
+#[test]
+fn batch_and_statement_sizes_are_bounded() {
+    let (p, r) = one_role(
+        "guardrails = { max_batch_statements = 10, max_batch_bytes = 65536, max_statement_bytes = 10000 }",
+    );
+    let g = p.guards(&r);
+    assert_eq!(g.check_batch(10, 65536), Ok(()));
+    assert_eq!(g.check_batch(0, 0), Ok(()));
+    let e = refusal(g.check_batch(12, 100));
+    assert_eq!(e.guardrail, "max_batch_statements");
+    assert_eq!(
+        e.reason,
+        "Guardrail max_batch_statements violated: a batch of 12 statements is above the \
+         limit 10 of role r"
+    );
+    assert_eq!(
+        e.rule,
+        "role r: guardrail max_batch_statements = 10 (line 2)"
+    );
+    let e = refusal(g.check_batch(2, 65537));
+    assert_eq!(e.guardrail, "max_batch_bytes");
+    assert_eq!(
+        e.reason,
+        "Guardrail max_batch_bytes violated: a batch of 65537 bytes is above the limit 65536 \
+         of role r"
+    );
+    // Both over: the count is named.
+    assert_eq!(
+        refusal(g.check_batch(11, 70000)).guardrail,
+        "max_batch_statements"
+    );
+    assert_eq!(g.check_statement_size(10000), Ok(()));
+    let e = refusal(g.check_statement_size(10001));
+    assert_eq!(e.guardrail, "max_statement_bytes");
+    assert_eq!(
+        e.reason,
+        "Guardrail max_statement_bytes violated: a statement of 10001 bytes is above the \
+         limit 10000 of role r"
+    );
+    assert!(g.check_statement_size(usize::MAX).is_err());
+    // What the role does not bound passes.
+    assert_eq!(g.check_page_size(None), Ok(()));
+    assert_eq!(g.check_consistency(true, ANY), Ok(()));
+}
+
+#[test]
+fn no_bound_means_empty_guards_that_pass_everything() {
+    let (p, r) = one_role(
+        r#"grant = [ { permissions = ["SELECT"], on = "KEYSPACE demo" } ]
+guardrails = { allow_filtering = false }"#,
+    );
+    let g = p.guards(&r);
+    assert!(g.is_empty());
+    assert!(g.describe().is_empty());
+    assert!(p.guards(&RoleSet::empty()).is_empty());
+    assert!(Guards::default().is_empty());
+    assert_eq!(g.check_consistency(true, ALL), Ok(()));
+    assert_eq!(g.check_page_size(None), Ok(()));
+    assert_eq!(g.check_batch(usize::MAX, usize::MAX), Ok(()));
+    assert_eq!(g.check_statement_size(usize::MAX), Ok(()));
+    // The feature guardrails are still the statement's decision.
+    assert_eq!(
+        p.guardrail_rules(&r),
+        ["role r: guardrail allow_filtering = false (line 3)"]
+    );
+}
+
+/// Roles defined out of alphabetical order: `zeta` comes first in the file.
+const SEVERAL: &str = r#"
+[roles.zeta]
+guardrails = { max_page_size = 1000, write_consistency = ["QUORUM", "LOCAL_QUORUM"] }
+[roles.alpha]
+guardrails = { max_page_size = 200, max_batch_statements = 5, write_consistency = ["LOCAL_QUORUM", "ALL"] }
+[roles.mid]
+inherit = ["base"]
+[roles.base]
+guardrails = { max_statement_bytes = 100 }
+[roles.loose]
+grant = [ { permissions = ["SELECT"], on = "ALL KEYSPACES" } ]
+[[bind]]
+roles = ["zeta", "alpha"]
+group = "both"
+[[bind]]
+role = "alpha"
+group = "a"
+[[bind]]
+role = "mid"
+group = "m"
+[[bind]]
+role = "loose"
+group = "l"
+"#;
+
+#[test]
+fn several_roles_all_apply_and_the_first_in_policy_order_is_named() {
+    let p = policy(SEVERAL);
+    let both = roles_of(&p, &["both"]);
+    assert_eq!(both.to_string(), "alpha,zeta");
+    assert_eq!(
+        p.roles_in_policy_order(&both).collect::<Vec<_>>(),
+        ["zeta", "alpha"]
+    );
+    let g = p.guards(&both);
+    // The most restrictive limit applies: alpha's 200.
+    assert_eq!(g.check_page_size(Some(200)), Ok(()));
+    let e = refusal(g.check_page_size(Some(500)));
+    assert!(
+        e.reason.ends_with("above the limit 200 of role alpha"),
+        "{e:?}"
+    );
+    assert_eq!(e.rule, "role alpha: guardrail max_page_size = 200 (line 5)");
+    // Both refuse: zeta comes first in the file.
+    let e = refusal(g.check_page_size(Some(5000)));
+    assert!(
+        e.reason.ends_with("above the limit 1000 of role zeta"),
+        "{e:?}"
+    );
+    let e = refusal(g.check_page_size(None));
+    assert!(e.reason.contains("for role zeta"), "{e:?}");
+    // Levels: only what every role allows.
+    assert_eq!(g.check_consistency(true, LOCAL_QUORUM), Ok(()));
+    let e = refusal(g.check_consistency(true, QUORUM));
+    assert_eq!(
+        e.reason,
+        "Guardrail write_consistency violated: QUORUM is not allowed for writes of role \
+         alpha (allowed: LOCAL_QUORUM, ALL)"
+    );
+    let e = refusal(g.check_consistency(true, ALL));
+    assert!(e.reason.contains("of role zeta"), "{e:?}");
+    let e = refusal(g.check_consistency(true, ONE));
+    assert!(e.reason.contains("of role zeta"), "{e:?}");
+    // A bound only one role sets still applies with the other role held.
+    assert!(g.check_batch(6, 0).is_err());
+    assert_eq!(
+        g.describe(),
+        [
+            "role zeta: guardrail write_consistency = [QUORUM, LOCAL_QUORUM] (line 3)",
+            "role zeta: guardrail max_page_size = 1000 (line 3)",
+            "role alpha: guardrail write_consistency = [LOCAL_QUORUM, ALL] (line 5)",
+            "role alpha: guardrail max_page_size = 200 (line 5)",
+            "role alpha: guardrail max_batch_statements = 5 (line 5)",
+        ]
+    );
+    // Another role's silence lifts nothing: loose with alpha is alpha's bounds.
+    let alpha = roles_of(&p, &["a", "l"]);
+    assert_eq!(alpha.to_string(), "alpha,loose");
+    assert!(p.guards(&alpha).check_page_size(Some(201)).is_err());
+    assert!(p.guards(&roles_of(&p, &["l"])).is_empty());
+}
+
+#[test]
+fn inherited_roles_bring_their_bounds() {
+    let p = policy(SEVERAL);
+    let mid = roles_of(&p, &["m"]);
+    assert_eq!(mid.to_string(), "base,mid");
+    let g = p.guards(&mid);
+    assert_eq!(g.check_statement_size(100), Ok(()));
+    let e = refusal(g.check_statement_size(101));
+    assert_eq!(
+        e.reason,
+        "Guardrail max_statement_bytes violated: a statement of 101 bytes is above the limit \
+         100 of role base"
+    );
+    assert_eq!(
+        e.rule,
+        "role base: guardrail max_statement_bytes = 100 (line 9)"
+    );
+}
+
+#[test]
+fn bounds_leave_authorization_unchanged() {
+    let p = policy(
+        r#"
+[roles.r]
+grant = [ { permissions = ["SELECT"], on = "KEYSPACE demo" } ]
+guardrails = { allow_filtering = false, max_page_size = 10, max_statement_bytes = 5, read_consistency = ["ONE"] }
+upstream_login = "svc_reader"
+[[bind]]
+role = "r"
+group = "g"
+"#,
+    );
+    let r = roles_of(&p, &["g"]);
+    let d = decide(&p, &r, "SELECT * FROM users WHERE id = 1", Some("demo"));
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.rule, "role r: grant SELECT on KEYSPACE demo (line 3)");
+    let d = decide(
+        &p,
+        &r,
+        "SELECT * FROM users WHERE v = 1 ALLOW FILTERING",
+        Some("demo"),
+    );
+    assert_eq!(
+        d.reason,
+        "User alice may not use ALLOW FILTERING (guardrail of role r)"
+    );
+    assert_eq!(d.rule, "role r: guardrail allow_filtering = false (line 4)");
+    assert_eq!(
+        p.guardrail_rules(&r),
+        [
+            "role r: guardrail allow_filtering = false (line 4)",
+            "role r: guardrail read_consistency = [ONE] (line 4)",
+            "role r: guardrail max_page_size = 10 (line 4)",
+            "role r: guardrail max_statement_bytes = 5 (line 4)",
+        ]
+    );
+}
+
+#[test]
+fn guards_follow_role_names_across_a_reload() {
+    let old = policy(SEVERAL);
+    let kept = roles_of(&old, &["both"]);
+    let new = policy(
+        "[roles.alpha]\nguardrails = { max_page_size = 50 }\n[roles.zeta]\n[[bind]]\nrole = \"alpha\"\ngroup = \"x\"\n",
+    );
+    let g = new.guards(&kept);
+    assert_eq!(g.check_page_size(Some(50)), Ok(()));
+    let e = refusal(g.check_page_size(Some(51)));
+    assert!(e.reason.ends_with("limit 50 of role alpha"), "{e:?}");
+    assert_eq!(g.check_consistency(true, ONE), Ok(()));
+    assert_eq!(
+        new.roles_in_policy_order(&kept).collect::<Vec<_>>(),
+        ["alpha", "zeta"]
+    );
+}
+
+#[test]
+fn bound_errors_name_the_line() {
+    let cases: &[(&str, usize, &str)] = &[
+        (
+            "[roles.r]\nguardrails = { read_consistency = [\"ONE\", \"QUORM\"] }\n",
+            2,
+            "unknown consistency level \"QUORM\" in read_consistency (levels: ANY, ONE, TWO, \
+             THREE, QUORUM, ALL, LOCAL_QUORUM, EACH_QUORUM, SERIAL, LOCAL_SERIAL, LOCAL_ONE)",
+        ),
+        (
+            "[roles.r]\n\n[roles.r.guardrails]\nwrite_consistency = [\n  \"ONE\",\n  \"UNKNOWN\",\n]\n",
+            6,
+            "unknown consistency level \"UNKNOWN\" in write_consistency",
+        ),
+        (
+            "[roles.r]\nguardrails = { write_consistency = [] }\n",
+            2,
+            "write_consistency lists no level",
+        ),
+        (
+            "[roles.r]\nguardrails = { read_consistency = 1 }\n",
+            2,
+            "a string or an array of strings",
+        ),
+        (
+            "[roles.r]\nguardrails = { max_page_size = 0 }\n",
+            2,
+            "max_page_size must be a positive integer, not 0",
+        ),
+        (
+            "[roles.r]\nguardrails = { max_batch_statements = -3 }\n",
+            2,
+            "max_batch_statements must be a positive integer, not -3",
+        ),
+        (
+            "[roles.r]\nguardrails = { max_batch_bytes = 0 }\n",
+            2,
+            "max_batch_bytes must be a positive integer, not 0",
+        ),
+        (
+            "[roles.r]\n# note\nguardrails = { max_statement_bytes = -1 }\n",
+            3,
+            "max_statement_bytes must be a positive integer, not -1",
+        ),
+        (
+            "[roles.r]\nguardrails = { max_page_size = \"5000\" }\n",
+            2,
+            "invalid type",
+        ),
+        (
+            "[roles.r]\nguardrails = { max_page_size = 1.5 }\n",
+            2,
+            "invalid type",
+        ),
+        (
+            "[roles.r]\nguardrails = { max_rows = 10 }\n",
+            2,
+            "unknown field `max_rows`",
+        ),
+        (
+            "[roles.r]\nupstream_login = \"\"\n",
+            2,
+            "upstream_login is empty",
+        ),
+        (
+            "[roles.r]\nupstream_login = \"svc:x\"\n",
+            2,
+            "upstream_login \"svc:x\" may not hold ':' or control characters",
+        ),
+        (
+            "[roles.r]\nupstream_login = \"svc\\nroot\"\n",
+            2,
+            "may not hold ':' or control characters",
+        ),
+        (
+            "[roles.r]\nupstream_login = [\"a\"]\n",
+            2,
+            "invalid type",
+        ),
+    ];
+    for (text, line, want) in cases {
+        let e = parse_error(text);
+        assert_eq!(e.line, *line, "{text}: {e}");
+        assert!(e.message.contains(want), "{text}: {e}");
+    }
+}
+
+#[test]
+fn upstream_login_is_the_first_role_in_policy_order_that_names_one() {
+    // A role that another of the identity's roles inherits gives way to it, wherever the
+    // two stand in the file: a migrate role logs in as itself, not as the read role it
+    // inherits.
+    let tiers = policy(
+        r#"
+[roles.read]
+upstream_login = "ci_read"
+[roles.data]
+inherit = ["read"]
+upstream_login = "ci_data"
+[roles.migrate]
+inherit = ["data"]
+upstream_login = "ci_migrate"
+[[bind]]
+role = "data"
+group = "d"
+[[bind]]
+role = "migrate"
+group = "m"
+"#,
+    );
+    let tier = |groups: &[&str]| {
+        tiers
+            .upstream_login(&roles_of(&tiers, groups))
+            .map(str::to_string)
+    };
+    assert_eq!(tier(&["d"]).as_deref(), Some("ci_data"));
+    assert_eq!(tier(&["d", "m"]).as_deref(), Some("ci_migrate"));
+
+    let p = policy(
+        r#"
+[roles.shop_writer]
+inherit = ["shop_reader"]
+upstream_login = "svc_shop_writer"
+[roles.audit]
+upstream_login = "svc_audit"
+[roles.shop_reader]
+upstream_login = "svc_shop_reader"
+[roles.plain]
+grant = [ { permissions = ["SELECT"], on = "KEYSPACE demo" } ]
+[roles.child]
+inherit = ["audit"]
+[[bind]]
+role = "shop_writer"
+group = "w"
+[[bind]]
+role = "shop_reader"
+group = "r"
+[[bind]]
+role = "audit"
+group = "a"
+[[bind]]
+role = "plain"
+group = "p"
+[[bind]]
+role = "child"
+group = "c"
+"#,
+    );
+    let login = |groups: &[&str]| p.upstream_login(&roles_of(&p, groups)).map(str::to_string);
+    assert_eq!(login(&["r"]).as_deref(), Some("svc_shop_reader"));
+    // shop_writer (held, and inheriting shop_reader) comes first in the file.
+    assert_eq!(login(&["w"]).as_deref(), Some("svc_shop_writer"));
+    // audit comes before shop_reader in the file, though after it by name.
+    assert_eq!(login(&["r", "a"]).as_deref(), Some("svc_audit"));
+    assert_eq!(login(&["w", "a"]).as_deref(), Some("svc_shop_writer"));
+    // A role naming no login takes the inherited role's.
+    assert_eq!(login(&["c"]).as_deref(), Some("svc_audit"));
+    assert_eq!(login(&["p", "r"]).as_deref(), Some("svc_shop_reader"));
+    // None: the server's service login.
+    assert_eq!(login(&["p"]), None);
+    assert_eq!(p.upstream_login(&RoleSet::empty()), None);
+    assert_eq!(
+        p.upstream_logins().collect::<Vec<_>>(),
+        [
+            ("shop_writer", "svc_shop_writer"),
+            ("audit", "svc_audit"),
+            ("shop_reader", "svc_shop_reader"),
+        ]
+    );
+    assert_eq!(policy("[roles.r]\n").upstream_logins().count(), 0);
+}
+
+#[test]
+fn policy_order_is_the_file_order_of_role_tables() {
+    // Inline tables, dotted keys and a role's sub-table defined after another role.
+    let p = policy(
+        r#"
+roles.m = { upstream_login = "m" }
+[roles.z]
+upstream_login = "z"
+[roles.b]
+[roles.a]
+upstream_login = "a"
+[roles.b.guardrails]
+max_page_size = 10
+[[bind]]
+roles = ["a", "b", "m", "z"]
+principal = "*"
+"#,
+    );
+    let all = p.roles_for(&identity("anyone", &[], &[]));
+    assert_eq!(
+        p.roles_in_policy_order(&all).collect::<Vec<_>>(),
+        ["m", "z", "b", "a"]
+    );
+    assert_eq!(p.upstream_login(&all), Some("m"));
+    assert_eq!(
+        p.upstream_logins().map(|(r, _)| r).collect::<Vec<_>>(),
+        ["m", "z", "a"]
+    );
+    assert_eq!(
+        p.guards(&all).describe(),
+        ["role b: guardrail max_page_size = 10 (line 9)"]
+    );
+}
