@@ -902,3 +902,150 @@ fn metrics_zone_and_handler_mistakes_name_the_file_line_and_reason() {
         assert!(ok, "nginx -t refused {handler}:\n{said}");
     }
 }
+
+#[test]
+fn limit_directives_are_accepted_and_their_mistakes_refused() {
+    let f = files("limits");
+    let dir = harness::scratch_dir("limits-logins");
+    let logins = dir.join("logins");
+    std::fs::write(&logins, "# Cassandra logins\nsvc_reader:reader-password\n").unwrap();
+    let role_policy = dir.join("policy.toml");
+    std::fs::write(
+        &role_policy,
+        "[roles.reader]\ngrant = [ { permissions = [\"SELECT\"], on = \"KEYSPACE shop\" } ]\n\
+         upstream_login = \"svc_reader\"\n\n[[bind]]\nrole = \"reader\"\ngroups = [\"analysts\"]\n",
+    )
+    .unwrap();
+    let gate = format!(
+        "cql on;\ncql_auth jwt;\ncql_jwt_secret {};\ncql_policy {};",
+        f.secret, f.policy
+    );
+    let zones = "cql_limit_req_zone $cql_principal zone=per_user:1m rate=10r/s;\n\
+                 cql_limit_conn_zone $cql_roles:$remote_addr zone=conns:1m;";
+    let body = format!(
+        "{zones}\nserver {{\nlisten 127.0.0.1:{};\nproxy_pass 127.0.0.1:1;\n{gate}\n\
+         cql_limit_req zone=per_user burst=20;\ncql_limit_conn conns 10;\n\
+         cql_limit_in_flight conns 32;\ncql_dry_run on;\n\
+         cql_upstream_credentials {};\n}}",
+        free_port(),
+        logins.display()
+    );
+    let (ok, said, _) = test_config("limits-accepted", &config_with_stream(&body));
+    assert!(ok, "{said}");
+
+    // Zone declarations: the mistake on line 1 of the stream body.
+    for (i, (zone, reason)) in [
+        (
+            "cql_limit_req_zone $cql_principal zone=z:1m;",
+            "\"cql_limit_req_zone\": no rate=Nr/s or rate=Nr/m is given",
+        ),
+        (
+            "cql_limit_req_zone $cql_principal zone=z:1m rate=fast;",
+            "\"cql_limit_req_zone\": invalid rate \"fast\"",
+        ),
+        (
+            "cql_limit_req_zone everyone zone=z:1m rate=1r/s;",
+            "\"cql_limit_req_zone\": ",
+        ),
+        (
+            "cql_limit_conn_zone $cql_principal zone=z;",
+            "\"cql_limit_conn_zone\": invalid zone \"z\": expected zone=name:size",
+        ),
+        (
+            "cql_limit_conn_zone $cql_principal zone=z:1k;",
+            "\"cql_limit_conn_zone\": zone \"z\" has an invalid size \"1k\": at least 32k",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let server = format!("server {{\nlisten 127.0.0.1:1;\nproxy_pass 127.0.0.1:2;\n{gate}\n}}");
+        let (said, conf) = refused(&format!("limits-zone-{i}"), &format!("{zone}\n{server}"));
+        let at = format!(" in {conf}:{}", stream_body_line(1));
+        assert!(
+            said.contains(reason) && said.contains(&at),
+            "expected \"{reason}\"{at}:\n{said}"
+        );
+    }
+
+    // Server directives: the mistake on the server's line 8 (stream body line 10).
+    for (i, (directives, reason)) in [
+        (
+            "cql_limit_req zone=nowhere;",
+            "\"cql_limit_req\": unknown zone \"nowhere\": declare it with cql_limit_req_zone in \
+             the stream block",
+        ),
+        (
+            "cql_limit_in_flight per_user 5;",
+            "\"cql_limit_in_flight\": unknown zone \"per_user\": declare it with \
+             cql_limit_conn_zone in the stream block",
+        ),
+        (
+            "cql_limit_conn conns 0;",
+            "\"cql_limit_conn\" invalid number \"0\": expected 1 to 65535",
+        ),
+        (
+            "cql_limit_req zone=per_user burst=-1;",
+            "\"cql_limit_req\" invalid burst \"-1\": expected 0 to 1000000",
+        ),
+        ("cql_dry_run maybe;", "\"cql_dry_run\" takes on or off"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = format!(
+            "{zones}\nserver {{\nlisten 127.0.0.1:1;\nproxy_pass 127.0.0.1:2;\n{gate}\n{directives}\n}}"
+        );
+        let (said, conf) = refused(&format!("limits-server-{i}"), &body);
+        said_at(&said, &conf, 10, reason);
+    }
+
+    // Limits are per identity: a server that authenticates nobody cannot have them.
+    let body = format!(
+        "{zones}\nserver {{\nlisten 127.0.0.1:1;\nproxy_pass 127.0.0.1:2;\ncql on;\n\
+         cql_limit_req zone=per_user;\n}}"
+    );
+    let (said, conf) = refused("limits-no-auth", &body);
+    said_at(
+        &said,
+        &conf,
+        7,
+        "the cql_limit_* directives need \"cql_auth\": the limits are per identity",
+    );
+
+    // A role's Cassandra login needs its password: without the file, or with a file that
+    // lacks it, the server is refused, not left to log in as the service.
+    let gate_with_logins = format!(
+        "cql on;\ncql_auth jwt;\ncql_jwt_secret {};\ncql_policy {};",
+        f.secret,
+        role_policy.display()
+    );
+    let body =
+        format!("server {{\nlisten 127.0.0.1:1;\nproxy_pass 127.0.0.1:2;\n{gate_with_logins}\n}}");
+    let (said, conf) = refused("limits-no-credentials", &body);
+    said_at(
+        &said,
+        &conf,
+        7,
+        "role reader of the policy logs in to Cassandra as \"svc_reader\": its password needs \
+         \"cql_upstream_credentials\"",
+    );
+    let other = dir.join("other-logins");
+    std::fs::write(&other, "svc_writer:writer-password\n").unwrap();
+    let body = format!(
+        "server {{\nlisten 127.0.0.1:1;\nproxy_pass 127.0.0.1:2;\n{gate_with_logins}\n\
+         cql_upstream_credentials {};\n}}",
+        other.display()
+    );
+    let (said, conf) = refused("limits-missing-login", &body);
+    said_at(
+        &said,
+        &conf,
+        8,
+        &format!(
+            "\"{}\" has no login \"svc_reader\", which role reader of the policy logs in to \
+             Cassandra as",
+            other.display()
+        ),
+    );
+}

@@ -14,10 +14,11 @@ use ngx_stream_cql_module::audit;
 use ngx_stream_cql_module::codec::segment::write_segment;
 use ngx_stream_cql_module::codec::{Framing, Opcode};
 use ngx_stream_cql_module::policy::Policy;
-use ngx_stream_cql_module::topology::Topology;
 use ngx_stream_cql_module::session::{
-    Action, AuthMode, Capacities, Config, Direction, Limits, Session, Shared, StreamReuse,
+    Action, AuthMode, Capacities, Config, CountLimit, Direction, LimitZone, Limits, Quotas,
+    RateLimit, Session, Shared, StreamReuse,
 };
+use ngx_stream_cql_module::topology::Topology;
 
 #[path = "common.rs"]
 mod common;
@@ -27,6 +28,7 @@ mod session_model;
 const POLICY: &str = r#"
 [roles.reader]
 grant = [ { permissions = ["SELECT"], on = "KEYSPACE ks" } ]
+guardrails = { read_consistency = ["ONE", "LOCAL_ONE"], write_consistency = ["ONE"], max_page_size = 100, max_batch_statements = 4, max_batch_bytes = 2048, max_statement_bytes = 512 }
 [[bind]]
 role = "reader"
 groups = ["g"]
@@ -45,6 +47,45 @@ fn meter() -> Rc<ngx_stream_cql_module::metrics::ServerMeter> {
         }
     }
     meter
+}
+
+/// Limits of every kind over zones of the fuzzer's own (statics, as the metrics zone): a
+/// rate that the inputs exceed, and caps of connections and requests in flight.
+fn quotas() -> Quotas {
+    use core::sync::atomic::AtomicU64;
+    use ngx_stream_cql_module::limits::{CountZone, Counter, KeyTemplate, Rate, RateZone};
+    static RATE_WORDS: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
+    static COUNT_WORDS: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
+    let key = |text: &str| KeyTemplate::parse(text).expect("key");
+    let rate = LimitZone::new("rate".into(), key("$cql_principal:$cql_roles"));
+    if let Some(zone) = RateZone::attach(&RATE_WORDS).or_else(|| RateZone::create(&RATE_WORDS, 1)) {
+        rate.bind(zone);
+    }
+    let counts = Rc::new(LimitZone::new("counts".into(), key("$cql_principal")));
+    if let Some(zone) =
+        CountZone::attach(&COUNT_WORDS).or_else(|| CountZone::create(&COUNT_WORDS, 1))
+    {
+        counts.bind(zone);
+    }
+    Quotas {
+        rates: vec![RateLimit {
+            zone: Rc::new(rate),
+            rate: Rate::parse("10r/s").expect("rate"),
+            burst: 3,
+        }],
+        counts: vec![
+            CountLimit {
+                zone: counts.clone(),
+                counter: Counter::Connections,
+                max: 2,
+            },
+            CountLimit {
+                zone: counts,
+                counter: Counter::InFlight,
+                max: 3,
+            },
+        ],
+    }
 }
 
 /// A session with an audit log (literals masked or not), so records are built and formatted
@@ -82,6 +123,10 @@ fn session(redact_literals: bool, model: bool, wait: bool) -> Session {
                     },
                     // Counted into a zone, so every metrics path runs too.
                     metrics: Some(meter()),
+                    // Every limit, enforced or in dry run.
+                    quotas: quotas(),
+                    dry_run: i & 1 != 0,
+                    upstream_credentials: None,
                 })
             })
             .collect();
@@ -138,7 +183,11 @@ fuzz_target!(|data: &[u8]| {
         f.write_ready(1, &mut b);
         feed(&mut s, Direction::ServerToClient, &b);
         segments = version == 5;
-        let f = if segments { Framing::v5_segments(false) } else { f };
+        let f = if segments {
+            Framing::v5_segments(false)
+        } else {
+            f
+        };
         let tok = token();
         b.clear();
         f.write_auth_response_plain(2, "fuzz", &tok, &mut b);
@@ -171,7 +220,13 @@ fuzz_target!(|data: &[u8]| {
                 _ => Opcode::Batch,
             };
             let mut env = Vec::new();
-            Framing::envelopes(version).write_envelope(3, opcode, 0, chunk.get(1..).unwrap_or(&[]), &mut env);
+            Framing::envelopes(version).write_envelope(
+                3,
+                opcode,
+                0,
+                chunk.get(1..).unwrap_or(&[]),
+                &mut env,
+            );
             bytes.clear();
             if segments {
                 write_segment(&env, true, false, &mut bytes);

@@ -238,10 +238,10 @@ impl Renderer {
             out.push(b']');
         }
         if let Some(allowed) = r.allowed {
-            out.extend_from_slice(if allowed {
-                b",\"decision\":\"allow\""
-            } else {
-                b",\"decision\":\"deny\""
+            out.extend_from_slice(match (allowed, r.would_deny) {
+                (true, false) => b",\"decision\":\"allow\"",
+                (true, true) => b",\"decision\":\"would_deny\"",
+                (false, _) => b",\"decision\":\"deny\"",
             });
         }
         if let Some(reason) = r.reason.as_deref() {

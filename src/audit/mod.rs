@@ -189,6 +189,9 @@ pub struct Record {
     pub stream: Option<i16>,
     /// `Some(true)` allowed, `Some(false)` denied; `None` for records that decide nothing.
     pub allowed: Option<bool>,
+    /// Forwarded by a server in dry run (`cql_dry_run on`) although the gate would have
+    /// refused it for `reason`: the decision reads `would_deny`.
+    pub would_deny: bool,
     /// Why it was denied (the client's error message), or what went wrong.
     pub reason: Option<String>,
     /// The policy rule that decided (shared: a session's requests are mostly decided by the
@@ -213,6 +216,7 @@ impl Record {
             batch: Vec::new(),
             stream: None,
             allowed: None,
+            would_deny: false,
             reason: None,
             rule: None,
             outcome: None,
@@ -227,9 +231,9 @@ impl Record {
     }
 
     /// Whether the record tells of something refused: a denial, a failed login, a
-    /// violation.
+    /// violation, or what a server in dry run would have refused.
     pub fn is_denial(&self) -> bool {
-        self.allowed == Some(false) || self.event == Event::Violation
+        self.allowed == Some(false) || self.would_deny || self.event == Event::Violation
     }
 }
 

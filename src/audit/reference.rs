@@ -23,6 +23,7 @@ pub struct Plain {
     pub batch: Vec<PlainChild>,
     pub stream: Option<i16>,
     pub allowed: Option<bool>,
+    pub would_deny: bool,
     pub reason: Option<String>,
     pub rule: Option<String>,
     pub outcome: Option<Outcome>,
@@ -54,6 +55,7 @@ impl Plain {
             batch: Vec::new(),
             stream: None,
             allowed: None,
+            would_deny: false,
             reason: None,
             rule: None,
             outcome: None,
@@ -107,6 +109,7 @@ impl Plain {
                 .collect(),
             stream: self.stream,
             allowed: self.allowed,
+            would_deny: self.would_deny,
             reason: self.reason.clone(),
             rule: self.rule.as_deref().map(Into::into),
             outcome: self.outcome,
@@ -246,7 +249,12 @@ fn json(peer: &Peer, who: &Who, r: &Plain, out: &mut Vec<u8>) {
         m.out.push(b']');
     }
     if let Some(allowed) = r.allowed {
-        m.str("decision", if allowed { "allow" } else { "deny" });
+        let decision = match (allowed, r.would_deny) {
+            (true, false) => "allow",
+            (true, true) => "would_deny",
+            (false, _) => "deny",
+        };
+        m.str("decision", decision);
     }
     m.opt_str("reason", r.reason.as_deref());
     m.opt_str("rule", r.rule.as_deref());

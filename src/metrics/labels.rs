@@ -65,6 +65,7 @@ label_set!(
         NoCertificate => "no_certificate",
         Credentials => "credentials",
         Upstream => "upstream",
+        ConnectionLimit => "connection_limit",
     }
 );
 
@@ -120,6 +121,8 @@ label_set!(
         Allowed => "allowed",
         Denied => "denied",
         Unprepared => "unprepared",
+        Limited => "limited",
+        WouldDeny => "would_deny",
     }
 );
 
@@ -131,6 +134,10 @@ label_set!(
         Unauthenticated => "unauthenticated",
         SyntaxError => "syntax_error",
         InvalidRequest => "invalid_request",
+        Guardrail => "guardrail",
+        RateLimit => "rate_limit",
+        InFlightLimit => "in_flight_limit",
+        ConnectionLimit => "connection_limit",
     }
 );
 
@@ -224,6 +231,7 @@ label_set!(
         TooManyLogins => "too_many_logins",
         AuthTimeout => "auth_timeout",
         Unbound => "unbound",
+        ConnectionLimit => "connection_limit",
     }
 );
 

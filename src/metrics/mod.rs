@@ -108,6 +108,12 @@ impl ServerMeter {
         self.count(server::DENIAL_REASONS + reason.index(), 1);
     }
 
+    /// A request (or a login's connection) the gate would have refused for this reason,
+    /// forwarded because the server is in dry run (`cql_dry_run on`).
+    pub fn would_deny(&self, reason: DenialReason) {
+        self.count(server::WOULD_DENY_REASONS + reason.index(), 1);
+    }
+
     /// A policy denial of an identity with these roles (each counted once; none counts as
     /// `other`) on `keyspace`. The keyspace is the client's word: a name Cassandra would not
     /// accept as a keyspace (up to 48 letters, digits and underscores) counts as `other`, so

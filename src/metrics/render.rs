@@ -80,6 +80,12 @@ impl Renderer<'_> {
             "Denied requests by reason.",
         );
         self.vector::<DenialReason>("cql_denied_requests_total", server::DENIAL_REASONS);
+        self.family(
+            "cql_would_deny_requests_total",
+            "counter",
+            "Requests a server in dry run forwarded that the gate would have refused, by reason.",
+        );
+        self.vector::<DenialReason>("cql_would_deny_requests_total", server::WOULD_DENY_REASONS);
         self.denials();
         self.family(
             "cql_unprepared_answers_total",

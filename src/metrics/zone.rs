@@ -48,7 +48,8 @@ pub(super) mod server {
     pub const LOGINS: usize = 2;
     pub const REQUESTS: usize = LOGINS + Method::COUNT * Login::COUNT;
     pub const DENIAL_REASONS: usize = REQUESTS + RequestCategory::COUNT * Decision::COUNT;
-    pub const RESPONSES: usize = DENIAL_REASONS + DenialReason::COUNT;
+    pub const WOULD_DENY_REASONS: usize = DENIAL_REASONS + DenialReason::COUNT;
+    pub const RESPONSES: usize = WOULD_DENY_REASONS + DenialReason::COUNT;
     pub const UNPREPARED: usize = RESPONSES + Outcome::COUNT;
     pub const RESPONSE_LATENCY: usize = UNPREPARED + 1;
     pub const HANDSHAKE_LATENCY: usize = RESPONSE_LATENCY + HISTOGRAM_WORDS;

@@ -12,8 +12,6 @@ use core::ptr::{addr_of, addr_of_mut, null_mut};
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
-use std::sync::OnceLock;
-use std::time::Instant;
 
 use ngx::ffi::{
     ngx_add_timer, ngx_buf_t, ngx_buf_tag_t, ngx_cached_time, ngx_chain_t, ngx_connection_t,
@@ -113,6 +111,17 @@ unsafe fn create_ctx<'a>(s: *mut ngx_stream_session_t, conf: &SrvConf) -> Option
             let mut session = Session::new(built.config.clone(), built.shared.clone(), certificate);
             if let Some(address) = local_address(s) {
                 session.set_local_address(address);
+            }
+            if !built.key_variables.is_empty() {
+                let values = built
+                    .key_variables
+                    .iter()
+                    .map(|(name, index)| {
+                        let value = variable(s, *index).unwrap_or_default().to_vec();
+                        (name.clone(), value)
+                    })
+                    .collect();
+                session.set_connection_variables(values);
             }
             if let Some(sink) = &built.audit {
                 let (unix_ms, monotonic_us) = clock();
@@ -246,17 +255,26 @@ unsafe fn local_address(s: *mut ngx_stream_session_t) -> Option<SocketAddr> {
     }
 }
 
-/// Wall-clock milliseconds (NGINX's cached time) and monotonic microseconds (latencies).
+/// Wall-clock milliseconds (NGINX's cached time) and monotonic microseconds: latencies,
+/// and the rate limits, which every worker process reads the same (`CLOCK_MONOTONIC`).
 unsafe fn clock() -> (u64, u64) {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let monotonic = START.get_or_init(Instant::now).elapsed().as_micros();
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let monotonic = if libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) == 0 {
+        u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
+            + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000
+    } else {
+        0
+    };
     let t = *addr_of!(ngx_cached_time);
     let unix_ms = if t.is_null() {
         0
     } else {
         u64::try_from((*t).sec).unwrap_or(0) * 1000 + (*t).msec as u64
     };
-    (unix_ms, u64::try_from(monotonic).unwrap_or(u64::MAX))
+    (unix_ms, monotonic)
 }
 
 /// The identity of the client certificate NGINX verified (`$ssl_client_verify` is

@@ -45,6 +45,8 @@ pub struct MainConf {
     servers: Vec<(String, Rc<ServerMeter>)>,
     /// The counters, once the zone is set up (in the master, before the workers fork).
     counters: Option<(&'static [AtomicU64], Zone)>,
+    /// The zones of the per-key limits (`cql_limit_req_zone`, `cql_limit_conn_zone`).
+    pub limits: super::limit_zones::Zones,
 }
 
 pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
@@ -58,6 +60,7 @@ pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
         keyspaces: DEFAULT_NAMES,
         servers: Vec::new(),
         counters: None,
+        limits: Default::default(),
     }));
     (*cleanup).handler = Some(drop_main_conf);
     (*cleanup).data = conf.cast();
@@ -68,8 +71,10 @@ unsafe extern "C" fn drop_main_conf(data: *mut c_void) {
     drop(Box::from_raw(data as *mut MainConf));
 }
 
-/// The `stream` block's metrics configuration of the running cycle.
-unsafe fn main_conf_of(ctx: *mut ngx_stream_conf_ctx_t) -> Option<&'static mut MainConf> {
+/// The `stream` block's configuration of the module (metrics and limit zones).
+pub(super) unsafe fn main_conf_of(
+    ctx: *mut ngx_stream_conf_ctx_t,
+) -> Option<&'static mut MainConf> {
     let conf = *(*ctx).main_conf.add(ctx_index()) as *mut MainConf;
     conf.as_mut()
 }

@@ -9,12 +9,15 @@
 //! - [`variables`]: the `$cql_*` stream variables;
 //! - [`metrics_zone`]: `cql_metrics_zone`, the shared memory the workers count into;
 //! - [`metrics_http`]: `cql_metrics`, the `http` module that shows it to Prometheus;
+//! - [`limit_zones`]: `cql_limit_req_zone` and `cql_limit_conn_zone`, the shared memory of
+//!   the per-key limits;
 //!
 //! Nothing outside this folder sees an NGINX type.
 
 mod audit_log;
 mod config;
 mod filter;
+mod limit_zones;
 pub mod metrics_http;
 mod metrics_zone;
 pub mod module;

@@ -5,14 +5,14 @@ use core::ptr::{addr_of, addr_of_mut, null_mut};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_t, ngx_int_t, ngx_module_t, ngx_str_t,
     ngx_stream_module_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
-    NGX_CONF_TAKE2, NGX_STREAM_MAIN_CONF, NGX_STREAM_MAIN_CONF_OFFSET, NGX_STREAM_MODULE,
-    NGX_STREAM_SRV_CONF, NGX_STREAM_SRV_CONF_OFFSET,
+    NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_STREAM_MAIN_CONF, NGX_STREAM_MAIN_CONF_OFFSET,
+    NGX_STREAM_MODULE, NGX_STREAM_SRV_CONF, NGX_STREAM_SRV_CONF_OFFSET,
 };
 use ngx::ngx_string;
 
 use super::config::{self, SrvConf};
 use super::settings;
-use super::{filter, metrics_zone, variables};
+use super::{filter, limit_zones, metrics_zone, variables};
 
 static mut CTX: ngx_stream_module_t = ngx_stream_module_t {
     preconfiguration: Some(preconfiguration),
@@ -26,7 +26,7 @@ static mut CTX: ngx_stream_module_t = ngx_stream_module_t {
 /// Context of a directive: `stream` and `server` blocks.
 const STREAM_AND_SERVER: u32 = NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF;
 
-static mut COMMANDS: [ngx_command_t; 36] = [
+static mut COMMANDS: [ngx_command_t; 43] = [
     ngx_command_t {
         name: ngx_string!("cql"),
         type_: (STREAM_AND_SERVER | NGX_CONF_FLAG) as _,
@@ -110,6 +110,27 @@ static mut COMMANDS: [ngx_command_t; 36] = [
     setting(ngx_string!("cql_audit_exclude_keyspaces"), NGX_CONF_1MORE),
     setting(ngx_string!("cql_audit_denied_only"), NGX_CONF_TAKE1),
     setting(ngx_string!("cql_audit_redact_literals"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_limit_req"), NGX_CONF_TAKE12),
+    setting(ngx_string!("cql_limit_conn"), NGX_CONF_TAKE2),
+    setting(ngx_string!("cql_limit_in_flight"), NGX_CONF_TAKE2),
+    setting(ngx_string!("cql_dry_run"), NGX_CONF_TAKE1),
+    setting(ngx_string!("cql_upstream_credentials"), NGX_CONF_TAKE1),
+    ngx_command_t {
+        name: ngx_string!("cql_limit_req_zone"),
+        type_: (NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE23) as _,
+        set: Some(limit_zones::set_req_zone),
+        conf: NGX_STREAM_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("cql_limit_conn_zone"),
+        type_: (NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE2) as _,
+        set: Some(limit_zones::set_conn_zone),
+        conf: NGX_STREAM_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: null_mut(),
+    },
     ngx_command_t {
         name: ngx_string!("cql_metrics_zone"),
         type_: (NGX_STREAM_MAIN_CONF | NGX_CONF_1MORE) as _,

@@ -22,7 +22,12 @@ use crate::audit::{Filter, Settings as AuditSettings};
 use crate::classify::Category;
 use crate::identity::{JwtSettings, JwtValidator};
 use crate::policy::Policy;
-use crate::session::{AuthMode, Capacities, Config, Limits, Shared, StreamReuse, UpstreamLogin};
+// MAX_COUNT: the largest cap of `cql_limit_conn` and `cql_limit_in_flight`.
+use crate::limits::{Counter, MAX_COUNT};
+use crate::session::{
+    AuthMode, Capacities, Config, CountLimit, Limits, Quotas, RateLimit, Shared, StreamReuse,
+    UpstreamCredentials, UpstreamLogin,
+};
 use crate::topology::Topology;
 
 /// Each configuration load gets a new generation: cached tokens of old keys are not reused.
@@ -72,6 +77,9 @@ impl Reading<'_> {
     }
 }
 
+/// The largest `burst=` of `cql_limit_req`.
+const MAX_BURST: u32 = 1_000_000;
+
 /// Bounds of the `size=` of `cql_prepared_cache`.
 const MIN_PREPARED_BYTES: usize = 1024 * 1024;
 const MAX_PREPARED_BYTES: usize = 1024 * 1024 * 1024;
@@ -116,6 +124,13 @@ pub struct Settings {
     audit_exclude_keyspaces: Option<Vec<String>>,
     audit_denied_only: Option<bool>,
     audit_redact_literals: Option<bool>,
+    /// `cql_limit_req`: zones and bursts, where the first is.
+    limit_req: Option<Located<Vec<(String, u32)>>>,
+    /// `cql_limit_conn` and `cql_limit_in_flight`: zones, what they count, and the caps.
+    limit_counts: Option<Located<Vec<(String, Counter, u32)>>>,
+    dry_run: Option<Located<bool>>,
+    /// `cql_upstream_credentials`: the logins, and the file they were read from.
+    upstream_credentials: Option<Located<(Rc<UpstreamCredentials>, PathBuf)>>,
 
     /// The server's counters, bound to the metrics zone once it exists.
     pub meter: Rc<crate::metrics::ServerMeter>,
@@ -152,6 +167,8 @@ pub struct Built {
     pub certificate_variables: Option<(ngx_int_t, ngx_int_t)>,
     /// Where audit lines go, when the server has an audit log.
     pub audit: Option<Rc<Sink>>,
+    /// The variables the limit keys use besides the identity's, by name and index.
+    pub key_variables: Vec<(String, ngx_int_t)>,
 }
 
 impl Settings {
@@ -256,6 +273,10 @@ impl Settings {
             &mut self.audit_redact_literals,
             &parent.audit_redact_literals,
         );
+        take(&mut self.limit_req, &parent.limit_req);
+        take(&mut self.limit_counts, &parent.limit_counts);
+        take(&mut self.dry_run, &parent.dry_run);
+        take(&mut self.upstream_credentials, &parent.upstream_credentials);
     }
 
     fn jwt_settings(&self) -> JwtSettings {
@@ -431,25 +452,157 @@ impl Settings {
                 redact_literals: self.audit_redact_literals.unwrap_or(false),
             })
         });
+        let quotas = self.quotas(cf, auth)?;
+        let mut key_variables = Vec::new();
+        for name in quotas.connection_variables() {
+            let index = named_variable(cf, name).map_err(|message| Refusal {
+                message,
+                at: self.limit_req.as_ref().map(|l| l.at.clone()),
+            })?;
+            key_variables.push((name.to_string(), index));
+        }
+        let policy = self.policy.as_ref().and_then(|p| p.value.clone());
+        self.check_upstream_logins(policy.as_deref())?;
+        let dry_run = self.dry_run.as_ref().is_some_and(|d| d.value);
         let config = Config {
             limits,
             auth,
             jwt,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             upstream_login: self.upstream_login.clone(),
-            policy: self.policy.as_ref().and_then(|p| p.value.clone()),
+            policy,
             audit,
             allow_unbound: self.allow_unbound.as_ref().is_some_and(|a| a.value),
             stream_reuse: self.stream_reuse.unwrap_or_default(),
             topology: self.topology(auth),
             metrics: Some(self.meter.clone()),
+            quotas,
+            dry_run,
+            upstream_credentials: self
+                .upstream_credentials
+                .as_ref()
+                .map(|c| c.value.0.clone()),
         };
         self.built = Some(Built {
             config: Rc::new(config),
             shared: Rc::new(RefCell::new(Shared::new(capacities))),
             certificate_variables,
             audit: sink,
+            key_variables,
         });
+        Ok(())
+    }
+
+    /// The server's limits, their zones found among those the `stream` block declares.
+    unsafe fn quotas(&self, cf: *mut ngx_conf_t, auth: AuthMode) -> Result<Quotas, Refusal> {
+        let mut quotas = Quotas::default();
+        if self.limit_req.is_none() && self.limit_counts.is_none() {
+            if let Some(dry) = self.dry_run.as_ref().filter(|d| d.value) {
+                if auth == AuthMode::Off {
+                    return Err(Refusal::new(
+                        Some(&dry.at),
+                        "\"cql_dry_run\" needs \"cql_auth\": without it the proxy decides nothing"
+                            .to_string(),
+                    ));
+                }
+            }
+            return Ok(quotas);
+        }
+        let first = self
+            .limit_req
+            .as_ref()
+            .map(|l| &l.at)
+            .or(self.limit_counts.as_ref().map(|l| &l.at));
+        if auth == AuthMode::Off {
+            return Err(Refusal::new(
+                first,
+                "the cql_limit_* directives need \"cql_auth\": the limits are per identity"
+                    .to_string(),
+            ));
+        }
+        let ctx = (*cf).ctx as *mut ngx::ffi::ngx_stream_conf_ctx_t;
+        let Some(main) = super::metrics_zone::main_conf_of(ctx) else {
+            return Err(Refusal::new(first, "no stream configuration".to_string()));
+        };
+        if let Some(reqs) = &self.limit_req {
+            for (zone, burst) in &reqs.value {
+                let Some((limit, rate)) = main.limits.rate(zone) else {
+                    return Err(Refusal::new(
+                        Some(&reqs.at),
+                        format!("\"cql_limit_req\": unknown zone \"{zone}\": declare it with cql_limit_req_zone in the stream block"),
+                    ));
+                };
+                if *burst > rate.max_burst() {
+                    return Err(Refusal::new(
+                        Some(&reqs.at),
+                        format!(
+                            "\"cql_limit_req\": burst={burst} of zone \"{zone}\" is too large \
+                             for its rate {rate}: at most {}",
+                            rate.max_burst()
+                        ),
+                    ));
+                }
+                quotas.rates.push(RateLimit {
+                    zone: limit,
+                    rate,
+                    burst: *burst,
+                });
+            }
+        }
+        if let Some(counts) = &self.limit_counts {
+            for (zone, counter, max) in &counts.value {
+                let Some(limit) = main.limits.count(zone) else {
+                    let directive = match counter {
+                        Counter::Connections => "cql_limit_conn",
+                        Counter::InFlight => "cql_limit_in_flight",
+                    };
+                    return Err(Refusal::new(
+                        Some(&counts.at),
+                        format!("\"{directive}\": unknown zone \"{zone}\": declare it with cql_limit_conn_zone in the stream block"),
+                    ));
+                };
+                quotas.counts.push(CountLimit {
+                    zone: limit,
+                    counter: *counter,
+                    max: *max,
+                });
+            }
+        }
+        Ok(quotas)
+    }
+
+    /// Every login the policy's roles name is in `cql_upstream_credentials`: a role whose
+    /// login could not be used would have to fall back to the service login, which the
+    /// policy says it must not.
+    fn check_upstream_logins(&self, policy: Option<&Policy>) -> Result<(), Refusal> {
+        let Some(policy) = policy else {
+            return Ok(());
+        };
+        let policy_at = self.policy.as_ref().map(|p| &p.at);
+        for (role, login) in policy.upstream_logins() {
+            match &self.upstream_credentials {
+                None => {
+                    return Err(Refusal::new(
+                        policy_at,
+                        format!(
+                            "role {role} of the policy logs in to Cassandra as \"{login}\": its \
+                             password needs \"cql_upstream_credentials\""
+                        ),
+                    ))
+                }
+                Some(credentials) if credentials.value.0.get(login).is_none() => {
+                    return Err(Refusal::new(
+                        Some(&credentials.at),
+                        format!(
+                            "\"{}\" has no login \"{login}\", which role {role} of the policy \
+                             logs in to Cassandra as",
+                            credentials.value.1.display()
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         Ok(())
     }
 
@@ -598,6 +751,87 @@ impl Settings {
                     user: user.to_string(),
                     password,
                 });
+            }
+            "cql_limit_req" => {
+                let mut zone = None;
+                let mut burst = 0;
+                for arg in args {
+                    if let Some(name) = arg.strip_prefix("zone=").filter(|n| !n.is_empty()) {
+                        zone = Some(name.to_string());
+                    } else if let Some(n) = arg.strip_prefix("burst=") {
+                        burst = n
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|n| *n <= MAX_BURST)
+                            .ok_or_else(|| {
+                                format!("invalid burst \"{n}\": expected 0 to {MAX_BURST}")
+                            })?;
+                    } else {
+                        return Err(format!("invalid parameter \"{arg}\""));
+                    }
+                }
+                let Some(zone) = zone else {
+                    return Err("takes zone=name [burst=N]".to_string());
+                };
+                let reqs = self
+                    .limit_req
+                    .get_or_insert_with(|| reading.locate(Vec::new()));
+                if reqs.value.iter().any(|(z, _)| *z == zone) {
+                    return Err(format!("names zone \"{zone}\" twice"));
+                }
+                reqs.value.push((zone, burst));
+            }
+            "cql_limit_conn" | "cql_limit_in_flight" => {
+                let [zone, max] = args else {
+                    return Err("takes a zone and a number".to_string());
+                };
+                let max = max
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_COUNT).contains(n))
+                    .ok_or_else(|| {
+                        format!("invalid number \"{max}\": expected 1 to {MAX_COUNT}")
+                    })?;
+                let counter = match name {
+                    "cql_limit_conn" => Counter::Connections,
+                    _ => Counter::InFlight,
+                };
+                let counts = self
+                    .limit_counts
+                    .get_or_insert_with(|| reading.locate(Vec::new()));
+                if counts
+                    .value
+                    .iter()
+                    .any(|(z, c, _)| z == zone && *c == counter)
+                {
+                    return Err(format!("names zone \"{zone}\" twice"));
+                }
+                counts.value.push((zone.to_string(), counter, max));
+            }
+            "cql_dry_run" => {
+                if self.dry_run.is_some() {
+                    return duplicate();
+                }
+                self.dry_run = Some(reading.locate(match args {
+                    ["on"] => true,
+                    ["off"] => false,
+                    _ => return Err("takes on or off".to_string()),
+                }));
+            }
+            "cql_upstream_credentials" => {
+                if self.upstream_credentials.is_some() {
+                    return duplicate();
+                }
+                let file = path(args.first().copied().unwrap_or_default());
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    format!(
+                        "cannot read the credentials file \"{}\": {e}",
+                        file.display()
+                    )
+                })?;
+                let credentials = UpstreamCredentials::parse(&text)
+                    .map_err(|e| format!("\"{}\" {e}", file.display()))?;
+                self.upstream_credentials = Some(reading.locate((Rc::new(credentials), file)));
             }
             "cql_policy" => {
                 if self.policy.is_some() {
@@ -793,6 +1027,22 @@ unsafe fn variable_index(cf: *mut ngx_conf_t, name: &str) -> Result<ngx_int_t, S
     if index == NGX_ERROR as ngx_int_t {
         return Err(format!(
             "the variable \"${name}\" is needed to read client certificates (stream ssl module)"
+        ));
+    }
+    Ok(index)
+}
+
+/// The index of a variable a limit key uses; NGINX refuses an unknown one when it
+/// initialises the variables.
+unsafe fn named_variable(cf: *mut ngx_conf_t, name: &str) -> Result<ngx_int_t, String> {
+    let mut s = ngx_str_t {
+        len: name.len(),
+        data: name.as_ptr() as *mut u8,
+    };
+    let index = ngx_stream_get_variable_index(cf, &mut s);
+    if index == NGX_ERROR as ngx_int_t {
+        return Err(format!(
+            "cannot use the variable \"${name}\" in a limit key"
         ));
     }
     Ok(index)

@@ -32,6 +32,18 @@ const VARIABLES: &[Variable] = &[
         },
     },
     Variable {
+        name: "cql_roles",
+        write: |s, out| {
+            for (i, role) in s.roles().enumerate() {
+                if i > 0 {
+                    out.write_str(",")?;
+                }
+                out.write_str(role)?;
+            }
+            Ok(())
+        },
+    },
+    Variable {
         name: "cql_auth_method",
         write: |s, out| match s.auth_method() {
             Some(method) => out.write_str(method),

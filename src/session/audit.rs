@@ -247,6 +247,15 @@ impl Session {
         };
         let mut record = Record::new(time, Event::Login, Category::Auth, operation.as_str());
         record.allowed = Some(outcome.is_ok());
+        if outcome.is_ok() {
+            // Dry run: a connection over its cap logged in all the same.
+            if let Some((reason, _, _)) =
+                self.would_deny.take().map(super::requests::Refusal::noted)
+            {
+                record.would_deny = true;
+                record.reason = Some(reason);
+            }
+        }
         if let Err(reason) = outcome {
             record.reason = Some(reason.to_string());
             if log.who.principal.is_some() || !log.who.roles.is_empty() {
@@ -255,6 +264,22 @@ impl Session {
                 log.identify();
             }
         }
+        if log.wants(&record) {
+            log.write(&record);
+        }
+    }
+
+    /// A login over its connection cap: refused, and the line names the identity that was
+    /// refused (its token was valid).
+    pub(super) fn audit_login_over_limit(&mut self, reason: &str) {
+        let time = self.clock.unix_ms;
+        let Some(log) = self.audit.as_mut() else {
+            return;
+        };
+        let operation = Operation::LoginError.as_str();
+        let mut record = Record::new(time, Event::Login, Category::Auth, operation);
+        record.allowed = Some(false);
+        record.reason = Some(reason.to_string());
         if log.wants(&record) {
             log.write(&record);
         }
@@ -414,6 +439,17 @@ impl Session {
                     log.write(&record);
                 }
             }
+            Decided::WouldDeny { reason, rule } => {
+                record.allowed = Some(true);
+                record.would_deny = true;
+                record.reason = Some(reason);
+                record.rule = rule.map(Rc::from);
+                if log.wants(&record) {
+                    if let Some(stream) = record.stream {
+                        log.inflight.insert(stream, (record, now));
+                    }
+                }
+            }
             Decided::Answered { code, reason } => {
                 record.outcome = Some(Outcome::Error(code));
                 record.reason = Some(reason);
@@ -474,6 +510,11 @@ pub(super) enum Decided {
     Answered {
         code: i32,
         reason: String,
+    },
+    /// Forwarded by a server in dry run, though the gate would have refused it.
+    WouldDeny {
+        reason: String,
+        rule: Option<String>,
     },
 }
 

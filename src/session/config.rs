@@ -106,6 +106,53 @@ pub struct Config {
     pub topology: crate::topology::Topology,
     /// The server's counters (`cql_metrics_zone`); they count nothing until bound to a zone.
     pub metrics: Option<Rc<crate::metrics::ServerMeter>>,
+    /// Per-identity limits (`cql_limit_req`, `cql_limit_conn`, `cql_limit_in_flight`).
+    pub quotas: super::Quotas,
+    /// `cql_dry_run on`: what the policy, the guardrails and the limits would refuse goes on,
+    /// audited and counted as `would_deny`. Logins are refused either way.
+    pub dry_run: bool,
+    /// Logins a policy's roles name (`upstream_login`), with their passwords
+    /// (`cql_upstream_credentials`).
+    pub upstream_credentials: Option<Rc<UpstreamCredentials>>,
+}
+
+/// `cql_upstream_credentials FILE`: Cassandra logins by name.
+#[derive(Default)]
+pub struct UpstreamCredentials {
+    logins: Vec<UpstreamLogin>,
+}
+
+impl UpstreamCredentials {
+    /// `name:password` lines; `#` begins a comment line, blank lines are skipped, the
+    /// password is the rest of the line after the first `:`.
+    pub fn parse(text: &str) -> Result<UpstreamCredentials, String> {
+        let mut logins: Vec<UpstreamLogin> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let Some((user, password)) = line.split_once(':') else {
+                return Err(format!("line {}: expected name:password", n + 1));
+            };
+            let user = user.trim();
+            if user.is_empty() || password.is_empty() {
+                return Err(format!("line {}: expected name:password", n + 1));
+            }
+            if logins.iter().any(|l| l.user == user) {
+                return Err(format!("line {}: login \"{user}\" is duplicate", n + 1));
+            }
+            logins.push(UpstreamLogin {
+                user: user.to_string(),
+                password: password.to_string(),
+            });
+        }
+        Ok(UpstreamCredentials { logins })
+    }
+
+    pub fn get(&self, user: &str) -> Option<&UpstreamLogin> {
+        self.logins.iter().find(|l| l.user == user)
+    }
 }
 
 /// `cql_stream_reuse`: a request on a stream id whose earlier request is not answered.

@@ -15,6 +15,8 @@
 //!
 //! Until then only OPTIONS, STARTUP and AUTH_RESPONSE are accepted from the client.
 
+use std::rc::Rc;
+
 use crate::codec::messages::{codes, strip_prefixes, AuthToken, ErrorBody, SaslPlain};
 use crate::codec::{Header, Opcode};
 use crate::identity::Identity;
@@ -172,6 +174,7 @@ impl Session {
                 if let Err(reason) = self.admit(identity) {
                     return Err(self.refuse_unbound(stream, &reason));
                 }
+                self.claim_connection(stream, Method::Mtls)?;
                 self.authenticated();
                 self.client_started();
                 Ok(true)
@@ -186,7 +189,12 @@ impl Session {
 
     /// Cassandra wants a login: the proxy gives the service credentials.
     fn upstream_authenticate(&mut self, stream: i16) -> Result<bool, Action> {
-        if self.config.upstream_login.is_none() {
+        let role_logins = self
+            .config
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.upstream_logins().next().is_some());
+        if self.config.upstream_login.is_none() && !role_logins {
             return Err(self.refuse_message(
                 stream,
                 codes::AUTHENTICATION_ERROR,
@@ -201,7 +209,8 @@ impl Session {
                 if let Err(reason) = self.admit(identity) {
                     return Err(self.refuse_unbound(stream, &reason));
                 }
-                self.login_upstream(stream, true);
+                self.claim_connection(stream, Method::Mtls)?;
+                self.login_upstream(stream, true)?;
                 Ok(false)
             }
             Path::Token => {
@@ -230,21 +239,74 @@ impl Session {
         self.auth = AuthState::Token { login_upstream };
     }
 
-    /// Sends Cassandra AUTH_RESPONSE with the service credentials on `stream`.
-    fn login_upstream(&mut self, stream: i16, answer_ready: bool) {
-        if let Some(login) = &self.config.upstream_login {
-            // Cassandra speaks segments from its AUTHENTICATE on (v5).
-            self.framing(true).write_auth_response_plain(
+    /// Sends Cassandra AUTH_RESPONSE on `stream` with the login of the identity's roles
+    /// (`upstream_login` in the policy, its password from `cql_upstream_credentials`), else
+    /// the service credentials (`cql_upstream_auth`).
+    fn login_upstream(&mut self, stream: i16, answer_ready: bool) -> Result<(), Action> {
+        let config = Rc::clone(&self.config);
+        let role_login = match (&config.policy, &self.roles) {
+            (Some(policy), Some(roles)) => policy.upstream_login(roles),
+            _ => None,
+        };
+        let login = match role_login {
+            Some(name) => config
+                .upstream_credentials
+                .as_ref()
+                .and_then(|credentials| credentials.get(name)),
+            None => config.upstream_login.as_ref(),
+        };
+        let Some(login) = login else {
+            // `nginx -t` refuses a policy login the credentials file does not have; a
+            // server without any login for this identity cannot log it in.
+            let message = match role_login {
+                Some(name) => format!(
+                    "The proxy cannot log in to Cassandra as {name}: cql_upstream_credentials has \
+                     no such login"
+                ),
+                None => "The proxy cannot log in to Cassandra: no service credentials are \
+                         configured"
+                    .to_string(),
+            };
+            self.audit_login(Err(&message));
+            return Err(self.refuse_message(
                 stream,
-                &login.user,
-                &login.password,
-                &mut self.to_server,
-            );
-        }
+                codes::AUTHENTICATION_ERROR,
+                &message,
+                Fault::Upstream(
+                    "upstream requires authentication and no login is configured for the identity",
+                ),
+            ));
+        };
+        // Cassandra speaks segments from its AUTHENTICATE on (v5).
+        self.framing(true).write_auth_response_plain(
+            stream,
+            &login.user,
+            &login.password,
+            &mut self.to_server,
+        );
         self.auth = AuthState::UpstreamLogin {
             stream,
             answer_ready,
         };
+        Ok(())
+    }
+
+    /// The identity's limits are claimed: a connection over `cql_limit_conn` is answered
+    /// Overloaded on the login's stream and ends (in dry run it goes on, noted).
+    fn claim_connection(&mut self, stream: i16, method: Method) -> Result<(), Action> {
+        let Err((reason, class)) = self.claim_quotas() else {
+            return Ok(());
+        };
+        if self.config.dry_run {
+            if let Some(meter) = self.meter() {
+                meter.would_deny(class);
+            }
+            self.would_deny = Some(super::requests::Refusal::Limited { reason, class });
+            return Ok(());
+        }
+        self.audit_login_over_limit(&reason);
+        self.meter_login_refused(method, Login::ConnectionLimit);
+        Err(self.refuse_message(stream, codes::OVERLOADED, &reason, Fault::ConnectionLimit))
     }
 
     /// The client's AUTH_RESPONSE: its password is the token. Never forwarded.
@@ -298,8 +360,9 @@ impl Session {
                     let message = format!("Authentication failed: {reason}");
                     return self.login_failed(stream, Login::NoRole, &reason, &message);
                 }
+                self.claim_connection(stream, Method::Jwt)?;
                 if login_upstream {
-                    self.login_upstream(stream, false);
+                    self.login_upstream(stream, false)?;
                 } else {
                     self.authenticated();
                     self.answer_client(|f, out| f.write_auth_success(stream, out));
@@ -366,6 +429,9 @@ impl Session {
                 "no role is bound to principal {}",
                 identity.principal
             ));
+        }
+        if let (Some(policy), Some(roles)) = (&self.config.policy, &roles) {
+            self.guards = policy.guards(roles);
         }
         self.roles = roles;
         self.audit_identity(&identity);

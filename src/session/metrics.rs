@@ -19,9 +19,10 @@ impl Session {
         self.meter.as_deref()
     }
 
-    /// Whether the session needs the monotonic clock (audit latencies, metrics).
+    /// Whether the session needs the monotonic clock (audit latencies, metrics, rate
+    /// limits).
     pub fn reads_clock(&self) -> bool {
-        self.audit.is_some() || self.meter().is_some()
+        self.audit.is_some() || self.meter().is_some() || !self.config.quotas.rates.is_empty()
     }
 
     pub(super) fn meter_bytes(&self, from: Direction, n: usize) {
@@ -121,6 +122,7 @@ impl Session {
             Fault::TooManyLogins { .. } => Violation::TooManyLogins,
             Fault::AuthTimeout { .. } => Violation::AuthTimeout,
             Fault::Unbound => Violation::Unbound,
+            Fault::ConnectionLimit => Violation::ConnectionLimit,
         };
         meter.violation(kind);
     }
@@ -128,6 +130,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.release_quotas();
         if let Some(meter) = self.meter() {
             meter.connection_closed();
         }

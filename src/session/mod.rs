@@ -46,12 +46,16 @@ mod handshake;
 mod metrics;
 mod pipeline;
 mod prepared;
+mod quotas;
 mod requests;
 mod unit;
 
-pub use config::{AuthMode, Capacities, Config, Limits, Shared, StreamReuse, UpstreamLogin};
+pub use config::{
+    AuthMode, Capacities, Config, Limits, Shared, StreamReuse, UpstreamCredentials, UpstreamLogin,
+};
 pub use counters::{Counters, DirectionCounters};
 pub use prepared::{Prepared, PreparedRegistry};
+pub use quotas::{CountLimit, LimitZone, Quotas, RateLimit};
 
 use core::cell::RefCell;
 use core::fmt;
@@ -123,6 +127,8 @@ pub enum Fault {
     AuthTimeout { ms: u64 },
     /// An identity the policy gives no role, refused at login.
     Unbound,
+    /// An identity over its connection cap (`cql_limit_conn`), refused at login.
+    ConnectionLimit,
 }
 
 impl Violation {
@@ -185,6 +191,10 @@ impl fmt::Display for Violation {
                 "{peer} did not authenticate within {ms} ms (cql_auth_timeout)"
             ),
             Fault::Unbound => write!(f, "{peer} identity has no role in the policy"),
+            Fault::ConnectionLimit => write!(
+                f,
+                "{peer} identity is over its connection limit (cql_limit_conn)"
+            ),
         }
     }
 }
@@ -280,6 +290,17 @@ pub struct Session {
     request_category: crate::classify::Category,
     /// The server's counters, when they count into a zone (bound before any session).
     meter: Option<Rc<crate::metrics::ServerMeter>>,
+
+    /// The guardrails of the identity's roles, from its login on.
+    guards: crate::policy::Guards,
+    /// The identity's keys in the limit zones, and what it holds there.
+    held: quotas::Held,
+    /// Variables of the connection the limit keys use (`$remote_addr`, ...), by name.
+    connection_variables: Vec<(String, Vec<u8>)>,
+    /// The request just decided holds requests in flight of the in-flight caps.
+    holds_request: bool,
+    /// Dry run: the first refusal of the request being decided, which it is forwarded with.
+    would_deny: Option<requests::Refusal>,
 }
 
 impl Session {
@@ -361,6 +382,11 @@ impl Session {
             clock: Clock::default(),
             first_byte_us: None,
             request_category: crate::classify::Category::Other,
+            guards: crate::policy::Guards::default(),
+            held: quotas::Held::default(),
+            connection_variables: Vec::new(),
+            holds_request: false,
+            would_deny: None,
         };
         if let Some(meter) = session.meter() {
             meter.connection_opened();
@@ -420,6 +446,14 @@ impl Session {
     pub fn auth_method(&self) -> Option<&'static str> {
         self.identity()
             .map(|identity| identity.source.auth_method())
+    }
+
+    /// The roles the policy gives the authenticated identity, in the policy file's order.
+    pub fn roles(&self) -> impl Iterator<Item = &str> {
+        self.identity()
+            .and(self.config.policy.as_deref().zip(self.roles.as_ref()))
+            .into_iter()
+            .flat_map(|(policy, roles)| policy.roles_in_policy_order(roles))
     }
 
     /// Takes the bytes waiting to go on in `flow` (toward the server for
@@ -1069,7 +1103,10 @@ impl Session {
         if !header.is_response || header.opcode == Opcode::Event {
             return;
         }
-        if let Some(forwarded_us) = self.streams.remove(header.stream) {
+        if let Some((forwarded_us, holds)) = self.streams.remove(header.stream) {
+            if holds {
+                self.release_request();
+            }
             self.meter_response(header, body, forwarded_us);
         }
         if self.keyspace_change == Some(header.stream) {

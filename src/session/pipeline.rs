@@ -25,25 +25,32 @@ use super::handshake::AuthState;
 use super::{Action, Session};
 
 /// Stream ids with a request the server has not answered yet, with the time (monotonic
-/// µs) each went on.
+/// µs) each went on, and whether it holds a request in flight of the identity's caps
+/// (the top bit).
 #[derive(Default)]
 pub(super) struct Streams(HashMap<i16, u64, BuildHasherDefault<StreamHasher>>);
+
+/// The bit of a stream's entry that says it holds requests in flight of the caps.
+const HOLDS: u64 = 1 << 63;
 
 impl Streams {
     pub(super) fn contains(&self, stream: i16) -> bool {
         !self.0.is_empty() && self.0.contains_key(&stream)
     }
 
-    pub(super) fn insert(&mut self, stream: i16, at_us: u64) {
-        self.0.insert(stream, at_us);
+    pub(super) fn insert(&mut self, stream: i16, at_us: u64, holds: bool) {
+        let holds = if holds { HOLDS } else { 0 };
+        self.0.insert(stream, (at_us & !HOLDS) | holds);
     }
 
-    /// The request on `stream` is answered: when it went on, if one was in flight.
-    pub(super) fn remove(&mut self, stream: i16) -> Option<u64> {
+    /// The request on `stream` is answered: when it went on and whether it held requests
+    /// in flight, if one was in flight.
+    pub(super) fn remove(&mut self, stream: i16) -> Option<(u64, bool)> {
         if self.0.is_empty() {
             return None;
         }
-        self.0.remove(&stream)
+        let entry = self.0.remove(&stream)?;
+        Some((entry & !HOLDS, entry & HOLDS != 0))
     }
 
     /// Whether a request other than the one on `stream` is in flight.
@@ -180,8 +187,10 @@ impl Session {
         if !self.on_request(header, body, now)? {
             return Ok(Keep::Drop);
         }
+        let holds = core::mem::take(&mut self.holds_request);
         if authenticated {
-            self.streams.insert(header.stream, self.clock.monotonic_us);
+            self.streams
+                .insert(header.stream, self.clock.monotonic_us, holds);
             if self.keyspace_change == Some(header.stream)
                 && self.streams.others_than(header.stream)
             {
@@ -278,13 +287,19 @@ mod tests {
     fn a_stream_is_in_flight_until_removed() {
         let mut s = Streams::default();
         assert!(!s.contains(3));
-        s.insert(3, 100);
+        s.insert(3, 100, false);
         assert!(s.contains(3));
         assert!(!s.others_than(3));
         assert!(s.others_than(4));
-        s.insert(4, 200);
+        s.insert(4, 200, true);
         assert!(s.others_than(3));
-        assert_eq!(s.remove(3), Some(100), "when it went on");
+        assert_eq!(s.remove(3), Some((100, false)), "when it went on");
+        assert_eq!(
+            s.remove(4),
+            Some((200, true)),
+            "and whether it holds requests of the caps"
+        );
+        s.insert(4, 200, false);
         assert_eq!(s.remove(3), None);
         assert!(!s.contains(3));
         assert!(s.others_than(3));

@@ -19,9 +19,10 @@ use super::audit::Decided;
 use super::{Action, Fault, Pending, Prepared, Session};
 use crate::classify::Category;
 use crate::metrics::{Cache, Decision, DenialReason};
+use crate::policy::GuardRefusal;
 
 /// What the proxy answers a request it does not forward.
-enum Refusal {
+pub(super) enum Refusal {
     /// Denied: the reason the client reads, the policy rule that decided (if one did), and
     /// the class of the reason for the metrics.
     Unauthorized(String, Option<String>, DenialReason),
@@ -32,6 +33,29 @@ enum Refusal {
         reason: String,
     },
     Unprepared(Vec<u8>),
+    /// Over a guardrail of the identity's roles: ERROR 0x2200 Invalid, as Cassandra answers
+    /// its own guardrails.
+    Guardrail(GuardRefusal),
+    /// Over a rate or in-flight limit (`cql_limit_req`, `cql_limit_in_flight`), or a limit
+    /// zone is full: ERROR 0x1001 Overloaded, which drivers back off from.
+    Limited {
+        reason: String,
+        class: DenialReason,
+    },
+}
+
+impl Refusal {
+    /// The client's message, the rule for the audit line, and the class for the metrics,
+    /// of a refusal a dry run forwards.
+    pub(super) fn noted(self) -> (String, Option<String>, DenialReason) {
+        match self {
+            Refusal::Unauthorized(reason, rule, class) => (reason, rule, class),
+            Refusal::Guardrail(g) => (g.reason, Some(g.rule), DenialReason::Guardrail),
+            Refusal::Limited { reason, class } => (reason, None, class),
+            Refusal::Refused { reason, .. } => (reason, None, DenialReason::InvalidRequest),
+            Refusal::Unprepared(_) => (String::new(), None, DenialReason::InvalidRequest),
+        }
+    }
 }
 
 impl Session {
@@ -88,9 +112,11 @@ impl Session {
             Ok((_, rest)) => rest,
             Err(error) => return Err(self.malformed(header, error)),
         };
+        let bytes = body.len();
+        self.would_deny = None;
         let outcome = match header.opcode {
             Opcode::Query => match Query::decode(body, header.version) {
-                Ok(query) => self.authorize_query(stream, &query, now),
+                Ok(query) => self.authorize_query(stream, &query, bytes, now),
                 Err(error) => return Err(self.malformed(header, error)),
             },
             Opcode::Prepare => match Prepare::decode(body, header.version) {
@@ -98,22 +124,54 @@ impl Session {
                 Err(error) => return Err(self.malformed(header, error)),
             },
             Opcode::Execute => match Execute::decode(body, header.version) {
-                Ok(execute) => self.authorize_execute(stream, &execute, now),
+                Ok(execute) => self.authorize_execute(stream, &execute, bytes, now),
                 Err(error) => return Err(self.malformed(header, error)),
             },
             Opcode::Batch => match Batch::decode(body, header.version) {
-                Ok(batch) => self.authorize_batch(stream, &batch, now),
+                Ok(batch) => self.authorize_batch(stream, &batch, bytes, now),
                 Err(error) => return Err(self.malformed(header, error)),
             },
             _ => Ok(()),
         };
+        let outcome = outcome.and_then(|()| self.charge_request());
         self.requests += 1;
         let category = self.request_category;
         match outcome {
             Ok(()) => {
-                self.meter_request(category, Decision::Allowed);
-                self.audit_decided(Decided::Allowed);
+                match self.would_deny.take().map(Refusal::noted) {
+                    None => {
+                        self.meter_request(category, Decision::Allowed);
+                        self.audit_decided(Decided::Allowed);
+                    }
+                    Some((reason, rule, class)) => {
+                        self.meter_request(category, Decision::WouldDeny);
+                        if let Some(meter) = self.meter() {
+                            meter.would_deny(class);
+                        }
+                        self.audit_decided(Decided::WouldDeny { reason, rule });
+                    }
+                }
                 Ok(true)
+            }
+            Err(Refusal::Guardrail(refusal)) => {
+                self.denied += 1;
+                self.meter_request(category, Decision::Denied);
+                self.meter_denial_reason(DenialReason::Guardrail);
+                let reason = refusal.reason;
+                self.answer_client(|f, out| f.write_error(stream, codes::INVALID, &reason, out));
+                self.audit_decided(Decided::Denied {
+                    reason,
+                    rule: Some(refusal.rule),
+                });
+                Ok(false)
+            }
+            Err(Refusal::Limited { reason, class }) => {
+                self.denied += 1;
+                self.meter_request(category, Decision::Limited);
+                self.meter_denial_reason(class);
+                self.answer_client(|f, out| f.write_error(stream, codes::OVERLOADED, &reason, out));
+                self.audit_decided(Decided::Denied { reason, rule: None });
+                Ok(false)
             }
             Err(Refusal::Unauthorized(reason, rule, class)) => {
                 self.denied += 1;
@@ -164,13 +222,21 @@ impl Session {
         )
     }
 
-    fn authorize_query(&mut self, stream: i16, query: &Query<'_>, now: u64) -> Result<(), Refusal> {
+    fn authorize_query(
+        &mut self,
+        stream: i16,
+        query: &Query<'_>,
+        bytes: usize,
+        now: u64,
+    ) -> Result<(), Refusal> {
         let keyspace = query.params.keyspace.map(str::to_string);
         let keyspace = keyspace.or_else(|| self.keyspace.clone());
         let statement = classify(query.query, keyspace.as_deref());
         self.request_category = statement.category;
         self.draft_statement(stream, query.query, &statement, false);
         self.decide(&statement, now)?;
+        self.guard_text(query.query)?;
+        self.guard_statement(&statement, &query.params, bytes)?;
         if statement.kind == Kind::Use {
             self.expect_keyspace_change(stream);
         }
@@ -198,6 +264,7 @@ impl Session {
         self.request_category = Category::Prepare;
         self.draft_statement(stream, prepare.query, &statement, true);
         self.decide(&statement, now)?;
+        self.guard_text(prepare.query)?;
         let prepared = Prepared {
             // The text is kept only for the audit log.
             text: if self.audits() {
@@ -216,6 +283,7 @@ impl Session {
         &mut self,
         stream: i16,
         execute: &Execute<'_>,
+        bytes: usize,
         now: u64,
     ) -> Result<(), Refusal> {
         let prepared = self.prepared(execute.id);
@@ -230,6 +298,7 @@ impl Session {
             return Err(Refusal::Unprepared(execute.id.to_vec()));
         };
         self.decide(&prepared.statement, now)?;
+        self.guard_statement(&prepared.statement, &execute.params, bytes)?;
         if prepared.statement.kind == Kind::Use {
             self.expect_keyspace_change(stream);
         }
@@ -246,7 +315,13 @@ impl Session {
     }
 
     /// A batch goes on only if every child is allowed.
-    fn authorize_batch(&mut self, stream: i16, batch: &Batch<'_>, now: u64) -> Result<(), Refusal> {
+    fn authorize_batch(
+        &mut self,
+        stream: i16,
+        batch: &Batch<'_>,
+        bytes: usize,
+        now: u64,
+    ) -> Result<(), Refusal> {
         let keyspace = batch.keyspace.map(str::to_string);
         let keyspace = keyspace.or_else(|| self.keyspace.clone());
         self.draft_batch(stream);
@@ -262,6 +337,7 @@ impl Session {
                         statement.flags.insert(Flags::UNLOGGED_BATCH);
                     }
                     self.decide(&statement, now)?;
+                    self.guard_text(text)?;
                 }
                 BatchStatement::Prepared(id) => {
                     let prepared = self.prepared(id);
@@ -283,6 +359,7 @@ impl Session {
                 }
             }
         }
+        self.guard_batch(batch.consistency.0, batch.children.len(), bytes)?;
         if changes_keyspace {
             self.expect_keyspace_change(stream);
         }
@@ -347,8 +424,10 @@ impl Session {
             }
             Ok(())
         } else {
-            self.meter_policy_denial(statement.keyspace.as_deref());
-            Err(Refusal::Unauthorized(
+            if !self.config.dry_run {
+                self.meter_policy_denial(statement.keyspace.as_deref());
+            }
+            self.refuse_or_note(Refusal::Unauthorized(
                 decision.reason,
                 Some(decision.rule),
                 DenialReason::Policy,

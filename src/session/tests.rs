@@ -60,6 +60,10 @@ struct Setup {
     stream_reuse: StreamReuse,
     topology: crate::topology::Topology,
     metrics: Option<Rc<crate::metrics::ServerMeter>>,
+    policy_text: &'static str,
+    quotas: Quotas,
+    dry_run: bool,
+    credentials: Option<&'static str>,
 }
 
 impl Default for Setup {
@@ -73,6 +77,10 @@ impl Default for Setup {
             stream_reuse: StreamReuse::Refuse,
             topology: crate::topology::Topology::default(),
             metrics: None,
+            policy_text: POLICY,
+            quotas: Quotas::default(),
+            dry_run: false,
+            credentials: None,
         }
     }
 }
@@ -97,7 +105,9 @@ impl Setup {
                 user: "svc_proxy".into(),
                 password: "service-password".into(),
             }),
-            policy: self.policy.then(|| Rc::new(Policy::parse(POLICY).unwrap())),
+            policy: self
+                .policy
+                .then(|| Rc::new(Policy::parse(self.policy_text).unwrap())),
             audit: self
                 .audit
                 .then(|| Rc::new(crate::audit::Settings::default())),
@@ -105,6 +115,11 @@ impl Setup {
             stream_reuse: self.stream_reuse,
             topology: self.topology,
             metrics: self.metrics,
+            quotas: self.quotas,
+            dry_run: self.dry_run,
+            upstream_credentials: self
+                .credentials
+                .map(|text| Rc::new(UpstreamCredentials::parse(text).unwrap())),
         };
         Session::new(
             Rc::new(config),
@@ -1517,4 +1532,383 @@ fn a_protocol_violation_is_counted_by_kind() {
         text.contains("cql_protocol_violations_total{server=\"test\",kind=\"invalid_stream\"} 1\n")
     );
     assert!(text.contains("cql_received_bytes_total{server=\"test\",from=\"client\"} 18\n"));
+}
+
+/// A region of zeroed words for a limit zone, alive as long as the test process.
+fn limit_words(words: usize) -> &'static [core::sync::atomic::AtomicU64] {
+    crate::metrics::zone::leaked(words)
+}
+
+fn rate_limit(name: &str, rate: &str, burst: u32) -> RateLimit {
+    let zone = LimitZone::new(
+        name.to_string(),
+        crate::limits::KeyTemplate::parse("$cql_principal").unwrap(),
+    );
+    zone.bind(crate::limits::RateZone::create(limit_words(4096), 7).unwrap());
+    RateLimit {
+        zone: Rc::new(zone),
+        rate: crate::limits::Rate::parse(rate).unwrap(),
+        burst,
+    }
+}
+
+fn count_zone(name: &str) -> Rc<LimitZone<crate::limits::CountZone>> {
+    let zone = LimitZone::new(
+        name.to_string(),
+        crate::limits::KeyTemplate::parse("$cql_principal").unwrap(),
+    );
+    zone.bind(crate::limits::CountZone::create(limit_words(4096), 7).unwrap());
+    Rc::new(zone)
+}
+
+/// Two sessions of one server share its limits, as two workers share a zone.
+fn server_with(quotas: Quotas, dry_run: bool) -> (Rc<Config>, Rc<RefCell<Shared>>) {
+    let session = Setup {
+        quotas,
+        dry_run,
+        audit: true,
+        ..Setup::default()
+    }
+    .session();
+    (session.config.clone(), session.shared.clone())
+}
+
+fn audited(mut session: Session) -> Session {
+    session.open_audit(
+        crate::audit::Peer {
+            session: 1,
+            client: "10.0.0.1:5000".into(),
+            server: "10.0.0.2:9042".into(),
+        },
+        NOW * 1000,
+        0,
+    );
+    session
+}
+
+fn wire_of(server: &(Rc<Config>, Rc<RefCell<Shared>>), user: &str) -> Wire {
+    let session = audited(Session::new(server.0.clone(), server.1.clone(), None));
+    let mut w = Wire::new(session, 4);
+    w.log_in(&token(user, NOW + 600));
+    w
+}
+
+fn at_us(w: &mut Wire, us: u64) {
+    w.session.tick(NOW * 1000, us);
+}
+
+#[test]
+fn over_its_rate_an_identity_is_answered_overloaded_and_others_are_not() {
+    let quotas = Quotas {
+        rates: vec![rate_limit("per_user", "10r/s", 1)],
+        counts: Vec::new(),
+    };
+    let server = server_with(quotas, false);
+    let mut alice = wire_of(&server, "alice");
+    let mut bob = wire_of(&server, "bob");
+    at_us(&mut alice, 5_000_000);
+    at_us(&mut bob, 5_000_000);
+    // A burst of 1: two at once, then one per 100 ms.
+    for stream in [3, 4] {
+        let (up, down) = alice.query(stream, "SELECT * FROM shop.orders");
+        assert_eq!((up.len(), down.len()), (1, 0), "stream {stream}");
+        alice.server_sends(stream, Opcode::Result, &1i32.to_be_bytes());
+    }
+    let (up, down) = alice.query(5, "SELECT * FROM shop.orders");
+    assert!(up.is_empty(), "a limited request never reaches the server");
+    let (code, message) = down[0].error();
+    assert_eq!(code, 0x1001, "Overloaded, which drivers back off from");
+    assert!(
+        message.starts_with("Rate limit exceeded for user alice: zone per_user allows 10r/s"),
+        "{message}"
+    );
+    // Another identity has a budget of its own.
+    let (up, _) = bob.query(3, "SELECT * FROM shop.orders");
+    assert_eq!(up.len(), 1);
+    // 100 ms later alice may go on.
+    at_us(&mut alice, 5_100_000);
+    let (up, down) = alice.query(6, "SELECT * FROM shop.orders");
+    assert_eq!((up.len(), down.len()), (1, 0));
+    let lines = audit_lines(&mut alice.session);
+    let limited = lines
+        .iter()
+        .find(|l| l["stream"] == 5)
+        .expect("the limited request is audited");
+    assert_eq!(limited["decision"], "deny");
+    assert!(limited["reason"]
+        .as_str()
+        .unwrap()
+        .contains("Rate limit exceeded"));
+}
+
+#[test]
+fn requests_in_flight_are_capped_across_connections_and_freed_by_answers_and_ends() {
+    let zone = count_zone("inflight");
+    let quotas = Quotas {
+        rates: Vec::new(),
+        counts: vec![CountLimit {
+            zone: zone.clone(),
+            counter: crate::limits::Counter::InFlight,
+            max: 2,
+        }],
+    };
+    let server = server_with(quotas, false);
+    let mut one = wire_of(&server, "alice");
+    let mut two = wire_of(&server, "alice");
+    let key = zone.memory().unwrap().hash(b"alice");
+    assert_eq!(one.query(3, "SELECT * FROM shop.orders").0.len(), 1);
+    assert_eq!(two.query(3, "SELECT * FROM shop.orders").0.len(), 1);
+    let (up, down) = two.query(4, "SELECT * FROM shop.orders");
+    assert!(up.is_empty());
+    let (code, message) = down[0].error();
+    assert_eq!(code, 0x1001);
+    assert!(
+        message.starts_with("Too many requests in flight for user alice"),
+        "{message}"
+    );
+    // A denied request takes nothing.
+    let (up, down) = one.query(5, "DELETE FROM shop.customers WHERE id = 1");
+    assert!(up.is_empty());
+    assert_eq!(down[0].error().0, 0x2100);
+    let memory = zone.memory().unwrap();
+    assert_eq!(memory.current(key, crate::limits::Counter::InFlight), 2);
+    // An answer frees one.
+    one.server_sends(3, Opcode::Result, &1i32.to_be_bytes());
+    assert_eq!(memory.current(key, crate::limits::Counter::InFlight), 1);
+    assert_eq!(two.query(6, "SELECT * FROM shop.orders").0.len(), 1);
+    // A connection that ends gives back what its unanswered requests held.
+    drop(two);
+    assert_eq!(memory.current(key, crate::limits::Counter::InFlight), 0);
+}
+
+#[test]
+fn over_its_connection_cap_a_login_is_answered_overloaded_and_the_connection_ends() {
+    let zone = count_zone("conns");
+    let quotas = Quotas {
+        rates: Vec::new(),
+        counts: vec![CountLimit {
+            zone: zone.clone(),
+            counter: crate::limits::Counter::Connections,
+            max: 1,
+        }],
+    };
+    let server = server_with(quotas, false);
+    let first = wire_of(&server, "alice");
+    let _bob = wire_of(&server, "bob");
+    let mut second = Wire::new(Session::new(server.0.clone(), server.1.clone(), None), 4);
+    second.client_sends(1, Opcode::Startup, &startup_body());
+    second.server_sends(1, Opcode::Ready, &[]);
+    let body = auth_response_body("alice", &token("alice", NOW + 600));
+    let bytes = second.client.write(2, Opcode::AuthResponse, &body);
+    let (action, up, down) = feed_once(&mut second, C2S, &bytes);
+    assert!(matches!(action, Action::Refuse(_)), "{action:?}");
+    assert!(up.is_empty());
+    let (code, message) = down[0].error();
+    assert_eq!(code, 0x1001);
+    assert!(
+        message.starts_with("Too many connections for user alice: 1 open"),
+        "{message}"
+    );
+    // Once the first connection ends, alice may connect again.
+    drop(first);
+    drop(second);
+    let _again = wire_of(&server, "alice");
+}
+
+const GUARDED: &str = r#"
+[roles.reader]
+grant = [ { permissions = ["SELECT", "MODIFY"], on = "KEYSPACE shop" } ]
+guardrails = { read_consistency = ["ONE", "LOCAL_QUORUM"], max_page_size = 100, max_statement_bytes = 64 }
+[[bind]]
+role = "reader"
+principals = ["alice"]
+"#;
+
+fn query_paged(text: &str, consistency: u16, page_size: Option<i32>) -> Vec<u8> {
+    let mut b = Vec::new();
+    write::long_string(&mut b, text);
+    b.extend_from_slice(&consistency.to_be_bytes());
+    match page_size {
+        Some(n) => {
+            b.push(0x04);
+            b.extend_from_slice(&n.to_be_bytes());
+        }
+        None => b.push(0),
+    }
+    b
+}
+
+#[test]
+fn guardrails_refuse_with_invalid_and_a_dry_run_forwards_what_they_would_refuse() {
+    for dry_run in [false, true] {
+        let (zone, meter) = metered();
+        let mut w = Wire::new(
+            audited(
+                Setup {
+                    policy_text: GUARDED,
+                    dry_run,
+                    audit: true,
+                    metrics: Some(meter),
+                    ..Setup::default()
+                }
+                .session(),
+            ),
+            4,
+        );
+        w.log_in(&token("alice", NOW + 600));
+        let select = "SELECT * FROM shop.orders";
+        let refused = [
+            (
+                3,
+                query_paged(select, 0x0005, Some(50)),
+                "Guardrail read_consistency violated",
+            ),
+            (
+                4,
+                query_paged(select, 0x0001, Some(101)),
+                "Guardrail max_page_size violated",
+            ),
+            (
+                5,
+                query_paged(select, 0x0001, None),
+                "Guardrail max_page_size violated",
+            ),
+            (
+                6,
+                query_paged(
+                    &format!("{select} WHERE id IN ({})", "1, ".repeat(20) + "1"),
+                    1,
+                    Some(5),
+                ),
+                "Guardrail max_statement_bytes violated",
+            ),
+            (
+                7,
+                query_body("DELETE FROM stock.items WHERE id = 1", 4),
+                "has no MODIFY",
+            ),
+        ];
+        for (stream, body, reason) in &refused {
+            let (up, down) = w.client_sends(*stream, Opcode::Query, body);
+            if dry_run {
+                assert_eq!(
+                    (up.len(), down.len()),
+                    (1, 0),
+                    "dry run forwards stream {stream}"
+                );
+                w.server_sends(*stream, Opcode::Result, &1i32.to_be_bytes());
+            } else {
+                assert!(up.is_empty(), "stream {stream}");
+                let (code, message) = down[0].error();
+                let expected = if *stream == 7 { 0x2100 } else { 0x2200 };
+                assert_eq!(code, expected, "{message}");
+                assert!(message.contains(reason), "{message}");
+            }
+        }
+        let (up, _) = w.client_sends(8, Opcode::Query, &query_paged(select, 0x0006, Some(100)));
+        assert_eq!(up.len(), 1, "LOCAL_QUORUM with a page of 100 is allowed");
+        let lines = audit_lines(&mut w.session);
+        for (stream, _, reason) in &refused {
+            let line = lines.iter().find(|l| l["stream"] == *stream).unwrap();
+            let decision = if dry_run { "would_deny" } else { "deny" };
+            assert_eq!(line["decision"], decision, "{line}");
+            assert!(line["reason"].as_str().unwrap().contains(reason), "{line}");
+        }
+        drop(w);
+        let mut text = String::new();
+        crate::metrics::render::render(&zone, &mut text);
+        let (decision, family) = if dry_run {
+            ("would_deny", "cql_would_deny_requests_total")
+        } else {
+            ("denied", "cql_denied_requests_total")
+        };
+        for line in [
+            format!("cql_requests_total{{server=\"test\",category=\"query\",decision=\"{decision}\"}} 4"),
+            format!("{family}{{server=\"test\",reason=\"guardrail\"}} 4"),
+            format!("{family}{{server=\"test\",reason=\"policy\"}} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line} in\n{text}");
+        }
+    }
+}
+
+#[test]
+fn in_dry_run_a_limited_request_goes_on_and_a_bad_token_is_still_refused() {
+    let quotas = Quotas {
+        rates: vec![rate_limit("per_user", "1r/s", 0)],
+        counts: Vec::new(),
+    };
+    let server = server_with(quotas, true);
+    let mut w = wire_of(&server, "alice");
+    at_us(&mut w, 9_000_000);
+    for stream in [3, 4, 5] {
+        let (up, down) = w.query(stream, "SELECT * FROM shop.orders");
+        assert_eq!((up.len(), down.len()), (1, 0), "stream {stream}");
+        w.server_sends(stream, Opcode::Result, &1i32.to_be_bytes());
+    }
+    let lines = audit_lines(&mut w.session);
+    let decisions: Vec<_> = lines
+        .iter()
+        .filter(|l| l["event"] == "request")
+        .map(|l| l["decision"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(decisions, ["allow", "would_deny", "would_deny"]);
+    // Logins are never dry-run.
+    let mut forged = Wire::new(Session::new(server.0.clone(), server.1.clone(), None), 4);
+    forged.client_sends(1, Opcode::Startup, &startup_body());
+    forged.server_sends(1, Opcode::Ready, &[]);
+    let (up, down) = forged.client_sends(
+        2,
+        Opcode::AuthResponse,
+        &auth_response_body("alice", "not-a-token"),
+    );
+    assert!(up.is_empty());
+    assert_eq!(down[0].error().0, 0x0100);
+}
+
+const ROLE_LOGINS: &str = r#"
+[roles.shop_reader]
+grant = [ { permissions = ["SELECT"], on = "KEYSPACE shop" } ]
+upstream_login = "svc_shop_reader"
+[[bind]]
+role = "shop_reader"
+principals = ["alice"]
+[[bind]]
+role = "shop_reader"
+principals = ["carol"]
+[roles.other]
+grant = [ { permissions = ["SELECT"], on = "KEYSPACE shop" } ]
+[[bind]]
+role = "other"
+principals = ["bob"]
+"#;
+
+#[test]
+fn a_role_logs_in_to_cassandra_as_its_own_login_and_others_as_the_service() {
+    for (user, login, password) in [
+        ("alice", "svc_shop_reader", "reader-password"),
+        ("bob", "svc_proxy", "service-password"),
+    ] {
+        let mut w = Wire::new(
+            Setup {
+                login: true,
+                policy_text: ROLE_LOGINS,
+                credentials: Some("# logins\nsvc_shop_reader:reader-password\n"),
+                ..Setup::default()
+            }
+            .session(),
+            4,
+        );
+        w.client_sends(1, Opcode::Startup, &startup_body());
+        let mut class = Vec::new();
+        write::string(
+            &mut class,
+            "org.apache.cassandra.auth.PasswordAuthenticator",
+        );
+        w.server_sends(1, Opcode::Authenticate, &class);
+        let tok = token(user, NOW + 600);
+        let (up, _) = w.client_sends(2, Opcode::AuthResponse, &auth_response_body(user, &tok));
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].body, auth_response_body(login, password), "{user}");
+    }
 }
