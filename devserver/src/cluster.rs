@@ -71,6 +71,8 @@ pub struct Served {
     pub token: Option<i64>,
     /// The node owning that token.
     pub owner: Option<SocketAddr>,
+    /// The name the connection logged in with (password mode), when it had logged in.
+    pub user: Option<String>,
 }
 
 /// One client connection a node accepted.
@@ -78,6 +80,8 @@ pub struct Served {
 pub struct Accepted {
     pub node: SocketAddr,
     pub client: String,
+    /// The name the connection logged in with (password mode), once it has.
+    pub user: Option<String>,
 }
 
 /// A JSON string literal.
@@ -107,27 +111,29 @@ fn json_opt(s: Option<&str>) -> String {
 }
 
 impl Served {
-    /// `{"node":..,"client":..,"opcode":..,"table":..,"token":..,"owner":..}`.
+    /// `{"node":..,"client":..,"opcode":..,"table":..,"token":..,"owner":..,"user":..}`.
     pub fn json(&self) -> String {
         format!(
-            "{{\"node\":{},\"client\":{},\"opcode\":{},\"table\":{},\"token\":{},\"owner\":{}}}",
+            "{{\"node\":{},\"client\":{},\"opcode\":{},\"table\":{},\"token\":{},\"owner\":{},\"user\":{}}}",
             json_string(&self.node.to_string()),
             json_string(&self.client),
             json_string(self.opcode),
             json_opt(self.table.as_deref()),
             self.token.map_or_else(|| "null".into(), |t| t.to_string()),
             json_opt(self.owner.map(|o| o.to_string()).as_deref()),
+            json_opt(self.user.as_deref()),
         )
     }
 }
 
 impl Accepted {
-    /// `{"node":..,"client":..}`.
+    /// `{"node":..,"client":..,"user":..}`.
     pub fn json(&self) -> String {
         format!(
-            "{{\"node\":{},\"client\":{}}}",
+            "{{\"node\":{},\"client\":{},\"user\":{}}}",
             json_string(&self.node.to_string()),
-            json_string(&self.client)
+            json_string(&self.client),
+            json_opt(self.user.as_deref()),
         )
     }
 }
@@ -153,6 +159,19 @@ impl Records {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(a);
+    }
+
+    /// The connection from `client` to `node` logged in as `user`: its record (the latest
+    /// with that address pair, unless a reset forgot it) says so from now on.
+    pub fn logged_in(&self, node: SocketAddr, client: &str, user: &str) {
+        let mut accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = accepted
+            .iter_mut()
+            .rev()
+            .find(|a| a.node == node && a.client == client)
+        {
+            a.user = Some(user.to_string());
+        }
     }
 
     /// The served requests so far, oldest first.
@@ -356,7 +375,7 @@ async fn accept_loop(
             acc = listener.accept() => match acc {
                 Ok((stream, client)) => {
                     if let (Some(r), Some(node)) = (&records, node_addr) {
-                        r.accepted(Accepted { node, client: client.to_string() });
+                        r.accepted(Accepted { node, client: client.to_string(), user: None });
                     }
                     let serving = Serving {
                         node: index,
@@ -411,31 +430,68 @@ mod tests {
             table: Some("ks.t".into()),
             token: Some(-4069959284402364209),
             owner: Some("127.0.0.3:9042".parse().unwrap()),
+            user: Some("svc_app".into()),
         };
         assert_eq!(
             s.json(),
-            r#"{"node":"127.0.0.2:9042","client":"127.0.0.1:54012","opcode":"EXECUTE","table":"ks.t","token":-4069959284402364209,"owner":"127.0.0.3:9042"}"#
+            r#"{"node":"127.0.0.2:9042","client":"127.0.0.1:54012","opcode":"EXECUTE","table":"ks.t","token":-4069959284402364209,"owner":"127.0.0.3:9042","user":"svc_app"}"#
         );
         let s = Served {
             table: None,
             token: None,
             owner: None,
+            user: None,
             opcode: "OPTIONS",
             ..s
         };
         assert_eq!(
             s.json(),
-            r#"{"node":"127.0.0.2:9042","client":"127.0.0.1:54012","opcode":"OPTIONS","table":null,"token":null,"owner":null}"#
+            r#"{"node":"127.0.0.2:9042","client":"127.0.0.1:54012","opcode":"OPTIONS","table":null,"token":null,"owner":null,"user":null}"#
         );
         let a = Accepted {
             node: "127.0.0.1:9042".parse().unwrap(),
             client: "127.0.0.1:5".into(),
+            user: None,
         };
         assert_eq!(
             a.json(),
-            r#"{"node":"127.0.0.1:9042","client":"127.0.0.1:5"}"#
+            r#"{"node":"127.0.0.1:9042","client":"127.0.0.1:5","user":null}"#
+        );
+        let a = Accepted {
+            user: Some("svc_\"x".into()),
+            ..a
+        };
+        assert_eq!(
+            a.json(),
+            r#"{"node":"127.0.0.1:9042","client":"127.0.0.1:5","user":"svc_\"x"}"#
         );
         assert_eq!(json_string("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
+    }
+
+    #[test]
+    fn a_login_names_the_latest_connection_of_its_address_pair() {
+        let r = Records::default();
+        let node: SocketAddr = "127.0.0.1:9042".parse().unwrap();
+        let other: SocketAddr = "127.0.0.2:9042".parse().unwrap();
+        let accepted = |node, client: &str| Accepted {
+            node,
+            client: client.into(),
+            user: None,
+        };
+        // An earlier connection from the same client port, since closed, keeps its user.
+        r.accepted(accepted(node, "127.0.0.1:5"));
+        r.logged_in(node, "127.0.0.1:5", "svc_old");
+        r.accepted(accepted(node, "127.0.0.1:5"));
+        r.accepted(accepted(other, "127.0.0.1:5"));
+        r.accepted(accepted(node, "127.0.0.1:6"));
+        r.logged_in(node, "127.0.0.1:5", "svc_new");
+        let users: Vec<Option<String>> = r.accepted_list().into_iter().map(|a| a.user).collect();
+        let want = [Some("svc_old"), Some("svc_new"), None, None].map(|u| u.map(String::from));
+        assert_eq!(users, want);
+        // A login of a connection the records forgot changes nothing.
+        r.reset();
+        r.logged_in(node, "127.0.0.1:5", "svc_gone");
+        assert!(r.accepted_list().is_empty());
     }
 
     #[test]
@@ -444,6 +500,7 @@ mod tests {
         r.accepted(Accepted {
             node: "127.0.0.1:1".parse().unwrap(),
             client: "c".into(),
+            user: None,
         });
         assert_eq!(r.accepted_list().len(), 1);
         r.reset();

@@ -172,10 +172,11 @@ mod tests {
         records.accepted(crate::cluster::Accepted {
             node: first,
             client: "127.0.0.1:5".into(),
+            user: None,
         });
         assert_eq!(
             command(&c, "connections").await,
-            format!("{{\"node\":\"{first}\",\"client\":\"127.0.0.1:5\"}}\nok\n")
+            format!("{{\"node\":\"{first}\",\"client\":\"127.0.0.1:5\",\"user\":null}}\nok\n")
         );
         assert_eq!(command(&c, "served").await, "ok\n");
         assert_eq!(command(&c, "reset").await, "ok\n");

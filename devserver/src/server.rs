@@ -132,6 +132,7 @@ pub async fn handle(stream: TcpStream, db: Arc<Db>, cfg: Arc<Config>, serving: S
         node,
         records,
         noted: false,
+        user: None,
     };
     let mut stopped = false;
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -200,6 +201,8 @@ struct Conn {
     records: Option<Arc<Records>>,
     /// Whether the request being handled has been recorded.
     noted: bool,
+    /// The name this connection logged in with (password mode).
+    user: Option<String>,
 }
 
 impl Conn {
@@ -412,7 +415,18 @@ impl Conn {
             table: routing.table,
             token,
             owner,
+            user: self.user.clone(),
         });
+    }
+
+    /// The connection logged in as `user`: its record and its requests' records from this
+    /// one on (the AUTH_RESPONSE that logged in included) name it.
+    fn logged_in(&mut self, user: String) {
+        if let (Some(records), Some(node)) = (&self.records, self.db.nodes.get(self.node)) {
+            let node = std::net::SocketAddr::new(node.address, node.native_port);
+            records.logged_in(node, &self.peer, &user);
+        }
+        self.user = Some(user);
     }
 
     /// What a statement addresses, computed only when requests are recorded.
@@ -430,7 +444,12 @@ impl Conn {
 
     fn request(&mut self, h: &Header, body: &[u8]) -> Result<(), Fail> {
         let v = h.version();
-        if !matches!(h.opcode, OP_QUERY | OP_PREPARE | OP_EXECUTE | OP_BATCH) {
+        // A statement is recorded with what it addresses, a login with the name it logs in
+        // with: both once they are known.
+        if !matches!(
+            h.opcode,
+            OP_QUERY | OP_PREPARE | OP_EXECUTE | OP_BATCH | OP_AUTH_RESPONSE
+        ) {
             self.note(h.opcode, Routing::default());
         }
         let mut r = Reader::new(body);
@@ -516,6 +535,8 @@ impl Conn {
                     (Some(u), Some(p)) if self.cfg.users.get(&u) == Some(&p) => {
                         self.authenticated = true;
                         self.log(&format!("authenticated as {u}"));
+                        self.logged_in(u);
+                        self.note(h.opcode, Routing::default());
                         let mut b = Vec::new();
                         put_bytes(&mut b, None);
                         self.send(0, h.stream, OP_AUTH_SUCCESS, &b);

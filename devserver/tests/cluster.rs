@@ -13,12 +13,15 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const OP_ERROR: u8 = 0x00;
 const OP_STARTUP: u8 = 0x01;
 const OP_READY: u8 = 0x02;
+const OP_AUTHENTICATE: u8 = 0x03;
 const OP_QUERY: u8 = 0x07;
 const OP_RESULT: u8 = 0x08;
 const OP_PREPARE: u8 = 0x09;
 const OP_EXECUTE: u8 = 0x0A;
 const OP_REGISTER: u8 = 0x0B;
 const OP_EVENT: u8 = 0x0C;
+const OP_AUTH_RESPONSE: u8 = 0x0F;
+const OP_AUTH_SUCCESS: u8 = 0x10;
 
 /// The devserver serving three nodes, with its control connection; killed on drop.
 struct DevCluster {
@@ -28,10 +31,23 @@ struct DevCluster {
 }
 
 impl DevCluster {
+    /// Three nodes, the third in another data centre and rack.
     fn start() -> DevCluster {
+        DevCluster::start_with(&[
+            "--node",
+            "127.0.0.1:0",
+            "--node",
+            "127.0.0.2:0",
+            "--node",
+            "127.0.0.3:0,dc=dc2,rack=r3",
+        ])
+    }
+
+    /// The nodes and options of `args`, with a control port.
+    fn start_with(args: &[&str]) -> DevCluster {
+        let count = args.iter().filter(|a| **a == "--node").count();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cql-devserver"))
-            .args(["--node", "127.0.0.1:0", "--node", "127.0.0.2:0"])
-            .args(["--node", "127.0.0.3:0,dc=dc2,rack=r3"])
+            .args(args)
             .args(["--control", "127.0.0.1:0", "--quiet"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -43,7 +59,7 @@ impl DevCluster {
             out.read_line(&mut l).expect("read a banner line");
             l.trim().to_string()
         };
-        let nodes: Vec<SocketAddr> = (0..3)
+        let nodes: Vec<SocketAddr> = (0..count)
             .map(|_| {
                 let l = line();
                 l.strip_prefix("cql-devserver listening on ")
@@ -172,6 +188,26 @@ impl Client {
         let f = c.request(OP_STARTUP, &b);
         assert_eq!(f.opcode, OP_READY, "STARTUP on {addr}");
         c
+    }
+
+    /// STARTUP answered by AUTHENTICATE, then SASL PLAIN `user` / `password`: the answer.
+    fn login(addr: SocketAddr, user: &str, password: &str) -> (Client, Frame) {
+        let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        s.set_read_timeout(Some(READ_TIMEOUT)).ok();
+        let mut c = Client { s };
+        let mut b = Vec::new();
+        b.extend_from_slice(&1u16.to_be_bytes());
+        put_string(&mut b, "CQL_VERSION");
+        put_string(&mut b, "3.0.0");
+        let f = c.request(OP_STARTUP, &b);
+        assert_eq!(f.opcode, OP_AUTHENTICATE, "STARTUP on {addr}");
+        let token = format!("\0{user}\0{password}");
+        let mut b = Vec::new();
+        b.extend_from_slice(&(token.len() as i32).to_be_bytes());
+        b.extend_from_slice(token.as_bytes());
+        c.send(1, OP_AUTH_RESPONSE, &b);
+        let f = c.read();
+        (c, f)
     }
 
     fn send(&mut self, stream: i16, opcode: u8, body: &[u8]) {
@@ -416,17 +452,17 @@ fn three_nodes_report_each_other_and_stopping_one_is_an_event() {
     assert_eq!(
         dc.control("connections"),
         vec![
-            format!(r#"{{"node":"{n2}","client":"{client2}"}}"#),
-            format!(r#"{{"node":"{n3}","client":"{client3}"}}"#),
+            format!(r#"{{"node":"{n2}","client":"{client2}","user":null}}"#),
+            format!(r#"{{"node":"{n3}","client":"{client3}","user":null}}"#),
         ]
     );
     // int 1 has the token -4069959284402364209: the range of node 2's second token.
     let served = dc.control("served");
     let execute = format!(
-        r#"{{"node":"{n2}","client":"{client2}","opcode":"EXECUTE","table":"ks.t","token":-4069959284402364209,"owner":"{n2}"}}"#
+        r#"{{"node":"{n2}","client":"{client2}","opcode":"EXECUTE","table":"ks.t","token":-4069959284402364209,"owner":"{n2}","user":null}}"#
     );
     let select = format!(
-        r#"{{"node":"{n3}","client":"{client3}","opcode":"QUERY","table":"ks.t","token":-4069959284402364209,"owner":"{n2}"}}"#
+        r#"{{"node":"{n3}","client":"{client3}","opcode":"QUERY","table":"ks.t","token":-4069959284402364209,"owner":"{n2}","user":null}}"#
     );
     let opcodes: Vec<&str> = served
         .iter()
@@ -445,4 +481,69 @@ fn three_nodes_report_each_other_and_stopping_one_is_an_event() {
     assert_eq!(served[2], execute);
     assert_eq!(served[4], select);
     assert!(served[1].contains(r#""opcode":"PREPARE","table":"ks.t","token":null"#));
+}
+
+#[test]
+fn the_records_name_the_login_of_each_connection() {
+    let mut dc = DevCluster::start_with(&[
+        "--node",
+        "127.0.0.1:0",
+        "--auth",
+        "password",
+        "--user",
+        "svc_a:pa",
+        "--user",
+        "svc_b:pb",
+    ]);
+    let node = dc.nodes[0];
+    let (mut a, answer) = Client::login(node, "svc_a", "pa");
+    assert_eq!(answer.opcode, OP_AUTH_SUCCESS, "svc_a logs in");
+    let (mut b, answer) = Client::login(node, "svc_b", "pb");
+    assert_eq!(answer.opcode, OP_AUTH_SUCCESS, "svc_b logs in");
+    let (refused, answer) = Client::login(node, "svc_a", "wrong");
+    assert_eq!(answer.opcode, OP_ERROR, "a wrong password is refused");
+    a.query("SELECT release_version FROM system.local", &[]);
+    b.query("SELECT release_version FROM system.local", &[]);
+
+    let address = |c: &Client| c.s.local_addr().expect("local address").to_string();
+    let (ca, cb, cr) = (address(&a), address(&b), address(&refused));
+    assert_eq!(
+        dc.control("connections"),
+        vec![
+            format!(r#"{{"node":"{node}","client":"{ca}","user":"svc_a"}}"#),
+            format!(r#"{{"node":"{node}","client":"{cb}","user":"svc_b"}}"#),
+            format!(r#"{{"node":"{node}","client":"{cr}","user":null}}"#),
+        ]
+    );
+    // Each request names the login its connection had when it was served: none before the
+    // login, the name from the AUTH_RESPONSE that logged in on; a refused one logs in no one.
+    let served: Vec<(String, String, String)> = dc
+        .control("served")
+        .iter()
+        .map(|l| {
+            let field = |name: &str| {
+                l.split(&format!("\"{name}\":"))
+                    .nth(1)
+                    .and_then(|r| r.split([',', '}']).next())
+                    .unwrap_or("")
+                    .trim_matches('"')
+                    .to_string()
+            };
+            (field("client"), field("opcode"), field("user"))
+        })
+        .collect();
+    let t = |c: &str, op: &str, user: &str| (c.to_string(), op.to_string(), user.to_string());
+    assert_eq!(
+        served,
+        [
+            t(&ca, "STARTUP", "null"),
+            t(&ca, "AUTH_RESPONSE", "svc_a"),
+            t(&cb, "STARTUP", "null"),
+            t(&cb, "AUTH_RESPONSE", "svc_b"),
+            t(&cr, "STARTUP", "null"),
+            t(&cr, "AUTH_RESPONSE", "null"),
+            t(&ca, "QUERY", "svc_a"),
+            t(&cb, "QUERY", "svc_b"),
+        ]
+    );
 }

@@ -39,6 +39,8 @@ pub struct Served {
     pub token: Option<i64>,
     /// The node owning that token in the ring.
     pub owner: Option<String>,
+    /// The name its connection had logged in with (password mode), if it had.
+    pub user: Option<String>,
 }
 
 /// One client connection a node accepted, as the control port's `connections` reports it.
@@ -46,6 +48,8 @@ pub struct Served {
 pub struct Accepted {
     pub node: String,
     pub client: String,
+    /// The name the connection logged in with (password mode), once it has.
+    pub user: Option<String>,
 }
 
 /// `cql-devserver` serving several node addresses over one store (`--node`), with its
@@ -62,6 +66,11 @@ impl DevCluster {
     /// Starts one node per `--node` argument (`IP` or `IP,dc=DC,rack=RACK`), all on one free
     /// port; returns once every node accepts connections and the records are empty.
     pub fn start(nodes: &[&str]) -> DevCluster {
+        DevCluster::start_with(nodes, &[])
+    }
+
+    /// As [`DevCluster::start`], with more arguments (`--auth password --users-file F`).
+    pub fn start_with(nodes: &[&str], args: &[&str]) -> DevCluster {
         let binary = profile_dir().join("cql-devserver");
         assert!(
             binary.exists(),
@@ -86,6 +95,7 @@ impl DevCluster {
             cmd.args(["--node", &arg]);
         }
         let child = cmd
+            .args(args)
             .args(["--control", &control.to_string(), "--quiet"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
