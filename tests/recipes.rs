@@ -28,8 +28,11 @@ fn recipe_file(recipe: &str, file: &str) -> PathBuf {
 /// The recipe's `cql ...;`, `cql_*` and `ssl_verify_*` directives, as its nginx.conf writes
 /// them, with the files pointed at this test's: keys, the recipe's own policy.toml, the
 /// audit log.
-fn recipe_directives(recipe: &str, keys: Option<&Path>, audit: &Path) -> String {
+/// The recipe's `cql_*` directives: those of the `stream` block (the limit zones), and
+/// those of its server.
+fn recipe_directives(recipe: &str, keys: Option<&Path>, audit: &Path) -> (String, String) {
     let conf = std::fs::read_to_string(recipe_file(recipe, "nginx.conf")).unwrap();
+    let mut stream = String::new();
     let mut out = String::new();
     let (mut policy, mut audit_log) = (false, false);
     for line in conf.lines().map(str::trim) {
@@ -53,8 +56,18 @@ fn recipe_directives(recipe: &str, keys: Option<&Path>, audit: &Path) -> String 
                 audit_log = true;
                 format!("cql_audit_log {};", audit.display())
             }
+            // The recipe's example logins, as shipped.
+            "cql_upstream_credentials" => format!(
+                "cql_upstream_credentials {};",
+                recipe_file(recipe, "logins.example").display()
+            ),
             _ => line.to_string(),
         };
+        if name.ends_with("_zone") {
+            stream.push_str(&directive);
+            stream.push('\n');
+            continue;
+        }
         out.push_str(&directive);
         out.push('\n');
     }
@@ -62,7 +75,7 @@ fn recipe_directives(recipe: &str, keys: Option<&Path>, audit: &Path) -> String 
         policy && audit_log,
         "{recipe}/nginx.conf names cql_policy and cql_audit_log"
     );
-    out
+    (stream, out)
 }
 
 /// One recipe's run: a scratch folder, the development server with the recipe's schema,
@@ -120,19 +133,19 @@ impl Run {
 
     /// Starts NGINX: a plain listener with the recipe's directives (JWT recipes).
     fn start_jwt(&mut self, recipe: &str) {
+        let (stream, directives) = recipe_directives(
+            recipe,
+            Some(&self.path("keys/jwks.json")),
+            &self.audit_path(),
+        );
         let body = format!(
-            "server {{\n\
+            "{stream}server {{\n\
                  listen 127.0.0.1:{port};\n\
                  proxy_pass 127.0.0.1:{upstream};\n\
                  {directives}\
              }}",
             port = self.port,
             upstream = self.server.port,
-            directives = recipe_directives(
-                recipe,
-                Some(&self.path("keys/jwks.json")),
-                &self.audit_path()
-            ),
         );
         self.nginx = Some(Nginx::start(&format!("recipe-{recipe}"), &body));
     }
@@ -140,8 +153,9 @@ impl Run {
     /// Starts NGINX: a TLS listener with this test's certificates and the recipe's
     /// directives (mTLS recipes).
     fn start_mtls(&mut self, recipe: &str, cert: &Path, key: &Path, ca: &Path) {
+        let (stream, directives) = recipe_directives(recipe, None, &self.audit_path());
         let body = format!(
-            "server {{\n\
+            "{stream}server {{\n\
                  listen 127.0.0.1:{port} ssl;\n\
                  ssl_certificate {cert};\n\
                  ssl_certificate_key {key};\n\
@@ -154,7 +168,6 @@ impl Run {
             key = key.display(),
             ca = ca.display(),
             upstream = self.server.port,
-            directives = recipe_directives(recipe, None, &self.audit_path()),
         );
         self.nginx = Some(Nginx::start(&format!("recipe-{recipe}"), &body));
     }
@@ -386,10 +399,19 @@ fn buildkite_pipelines_reach_their_own_keyspace() {
             rows("SELECT * FROM ci_shop.orders", 1),
             denied("CREATE TABLE ci_shop.wishlist (id int PRIMARY KEY)", &no_permission(&feature_sub, "CREATE", "<keyspace ci_shop>")),
             denied("ALTER TABLE ci_shop.orders ADD note text", &no_permission(&feature_sub, "ALTER", "<table ci_shop.orders>")),
+            {"batch": (0..101).map(|i| format!("INSERT INTO ci_shop.orders (id, item) VALUES ({i}, 'x')")).collect::<Vec<_>>(),
+             "expect": "invalid", "message": "Guardrail max_batch_statements violated: a batch of 101 statements"},
             // The pull-request pipeline: reads only.
             connect(&pr),
             rows("SELECT * FROM ci_shop.orders", 1),
             denied("INSERT INTO ci_shop.orders (id, item) VALUES (2, 'scarf')", &no_permission(&pr_sub, "MODIFY", "<table ci_shop.orders>")),
+            // The guardrails every CI job holds: no ALL, pages of at most 5000 rows.
+            {"cql": "SELECT * FROM ci_shop.orders", "consistency": "ALL", "expect": "invalid",
+             "message": "Guardrail read_consistency violated"},
+            {"cql": "SELECT * FROM ci_shop.orders", "fetch_size": 10000, "expect": "invalid",
+             "message": "Guardrail max_page_size violated"},
+            {"cql": "SELECT * FROM ci_shop.orders", "consistency": "LOCAL_QUORUM", "fetch_size": 5000,
+             "expect": "ok", "rows": 1},
             // A fork's "main" in the shop pipeline: not main, and its deny rules beat the
             // pipeline's grants.
             connect(&fork),
@@ -429,6 +451,9 @@ fn buildkite_pipelines_reach_their_own_keyspace() {
                    "decision": "allow", "outcome": "success"}),
             json!({"event": "login", "principal": pr_sub, "roles": ["shop_read"]}),
             json!({"event": "request", "principal": pr_sub, "type": "UPDATE", "decision": "deny"}),
+            json!({"event": "request", "principal": pr_sub, "type": "SELECT", "decision": "deny",
+                   "reason": "~Guardrail read_consistency violated: ALL is not allowed for reads of role ci_guardrails",
+                   "rule": "~role ci_guardrails"}),
             json!({"event": "request", "principal": pr_sub, "type": "SELECT", "keyspace": "ci_shop",
                    "decision": "allow", "outcome": "success"}),
             json!({"event": "request", "principal": fork_sub, "type": "UPDATE", "decision": "deny",
@@ -1206,6 +1231,7 @@ fn every_recipe_nginx_conf_passes_nginx_t() {
                 Some("toml") => recipe_file(recipe, "policy.toml"),
                 Some("json") => dir.join("keys/jwks.json"),
                 _ if name.contains("trust-bundle") => dir.join("ca/ca.pem"),
+                _ if name.ends_with("-logins") => recipe_file(recipe, "logins.example"),
                 Some("pem") => dir.join("server.pem"),
                 Some("key") => dir.join("server.key"),
                 _ => panic!("{recipe}: what is cql/{name}?"),

@@ -15,6 +15,9 @@ PLAN.json is a list of steps, run in order:
     {"cql": "...", "expect": "reaches"}       not denied (the server may still refuse it)
     {"cql": "...", "expect": "syntax_error", "message": "..."}   refused by the proxy as Cassandra
                                               refuses a text it cannot parse
+    {"cql": "...", "expect": "invalid", "message": "..."}   InvalidRequest (a guardrail)
+    {"cql": "...", "consistency": "ALL", "fetch_size": N}    the statement's consistency level
+                                              and page size (a "batch" takes "consistency")
     {"prepare": "...", "name": "p", "expect": ...}
     {"execute": "p", "values": [...], "expect": ...}
     {"batch": ["...", ...], "type": "logged|unlogged", "expect": ...}
@@ -30,7 +33,7 @@ import ssl
 import sys
 import time
 
-from cassandra import AuthenticationFailed, Unauthorized
+from cassandra import AuthenticationFailed, ConsistencyLevel, InvalidRequest, Unauthorized
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable
 from cassandra.protocol import SyntaxException
@@ -80,9 +83,19 @@ def login_errors(e):
     return str(e)
 
 
+def statement_options(step):
+    """The consistency level and page size a step asks for."""
+    kw = {}
+    if "consistency" in step:
+        kw["consistency_level"] = ConsistencyLevel.name_to_value[step["consistency"]]
+    if "fetch_size" in step:
+        kw["fetch_size"] = step["fetch_size"]
+    return kw
+
+
 def run_statement(session, prepared, step):
     if "cql" in step:
-        return session.execute(SimpleStatement(step["cql"]))
+        return session.execute(SimpleStatement(step["cql"], **statement_options(step)))
     if "prepare" in step:
         prepared[step["name"]] = session.prepare(step["prepare"])
         return None
@@ -90,7 +103,7 @@ def run_statement(session, prepared, step):
         return session.execute(prepared[step["execute"]], step.get("values", []))
     if "batch" in step:
         kind = BatchType.UNLOGGED if step.get("type") == "unlogged" else BatchType.LOGGED
-        batch = BatchStatement(batch_type=kind)
+        batch = BatchStatement(batch_type=kind, **statement_options(step))
         for cql in step["batch"]:
             batch.add(SimpleStatement(cql))
         return session.execute(batch)
@@ -109,6 +122,16 @@ def check(session, prepared, step):
             raise Mismatch("%r: expected %r in %s" % (label, step["message"], e))
         print("denied: %s -> %s" % (label, e), flush=True)
         return
+    except InvalidRequest as e:
+        if expect == "invalid":
+            if step.get("message") and step["message"] not in str(e):
+                raise Mismatch("%r: expected %r in %s" % (label, step["message"], e))
+            print("invalid: %s -> %s" % (label, e), flush=True)
+            return
+        if expect == "reaches":
+            print("reached the server: %s -> %s" % (label, type(e).__name__), flush=True)
+            return
+        raise Mismatch("%r: expected %s, got InvalidRequest: %s" % (label, expect, e))
     except SyntaxException as e:
         if expect == "reaches":  # the server's own syntax error
             print("reached the server: %s -> %s" % (label, type(e).__name__), flush=True)
@@ -124,7 +147,7 @@ def check(session, prepared, step):
             print("reached the server: %s -> %s" % (label, type(e).__name__), flush=True)
             return
         raise Mismatch("%r: expected %s, got %s: %s" % (label, expect, type(e).__name__, e))
-    if expect in ("unauthorized", "syntax_error"):
+    if expect in ("unauthorized", "syntax_error", "invalid"):
         raise Mismatch("%r: expected %s, it succeeded" % (label, expect))
     if "rows" in step and result is not None:
         n = len(list(result))
