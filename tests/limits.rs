@@ -1488,3 +1488,64 @@ fn dry_run_forwards_what_it_would_refuse_and_still_refuses_bad_tokens() {
     );
     nginx.stop();
 }
+
+/// `nginx -s reload` keeps a limit zone of the same name, size and key, buckets and all (a
+/// principal over its rate stays over it); a reload that changes the key is refused with
+/// the reason, and the running configuration goes on limiting.
+#[test]
+fn a_reload_keeps_the_buckets_and_refuses_a_changed_key() {
+    let fx = Fixture::new("limits-reload");
+    let (http, port) = (free_port(), free_port());
+    let zone = |key: &str| format!("cql_limit_req_zone {key} zone=kept:1m rate=1r/m;");
+    let servers = [(
+        "kept",
+        port,
+        fx.server.port(),
+        "cql_limit_req zone=kept burst=2;",
+    )];
+    let nginx = fx.nginx("limits-reload", http, &zone("$cql_principal"), &servers);
+    let alice = fx.token("alice");
+    let select = "SELECT k, v FROM a.t";
+    let limited = "Rate limit exceeded for user alice";
+    let mut c = Client::login(port, "alice", &alice);
+    for i in 0..3 {
+        let rows = c.request(cql::query(1 + i, select));
+        assert!(is_rows(&rows), "request {i} within the burst: {rows:?}");
+    }
+    assert!(c
+        .request(cql::query(4, select))
+        .is_error(OVERLOADED, limited));
+    drop(c);
+
+    // The same configuration again: the new workers find alice's bucket as it was.
+    harness::reload(&nginx.prefix, nginx.pid());
+    let mut c = Client::login(port, "alice", &alice);
+    let again = c.request(cql::query(1, select));
+    assert!(
+        again.is_error(OVERLOADED, limited),
+        "the reload kept the bucket: {again:?}"
+    );
+    drop(c);
+
+    // Another key for the same zone: refused, as limit_req_zone refuses it.
+    let conf = nginx.prefix.join("conf/nginx.conf");
+    let text = std::fs::read_to_string(&conf).expect("read nginx.conf");
+    std::fs::write(
+        &conf,
+        text.replace(&zone("$cql_principal"), &zone("$cql_roles")),
+    )
+    .expect("write nginx.conf");
+    nginx.signal("reload");
+    let reason = "cql_limit_req_zone \"kept\" uses the \"$cql_roles\" key while previously it \
+                  used the \"$cql_principal\" key";
+    wait_for(Duration::from_secs(10), || {
+        nginx.error_log().contains(reason).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no refusal of the changed key:\n{}", nginx.error_log()));
+    let mut c = Client::login(port, "alice", &alice);
+    assert!(c
+        .request(cql::query(1, select))
+        .is_error(OVERLOADED, limited));
+    drop(c);
+    nginx.stop();
+}

@@ -43,6 +43,9 @@ pub struct Prepared {
     pub text: String,
     /// The statement classified when it was prepared, with the keyspace of that time.
     pub statement: Statement<'static>,
+    /// The length of the text the client prepared, for `max_statement_bytes`: an id one
+    /// identity prepared may be executed by another, whose roles bound it more tightly.
+    pub text_bytes: usize,
     /// The result columns the PREPARE's answer announced, kept for a SELECT on a system table
     /// the proxy rewrites (its EXECUTE results may come without metadata).
     pub columns: Option<crate::topology::Columns>,
@@ -207,6 +210,7 @@ mod tests {
         Rc::new(Prepared {
             text: text.to_string(),
             statement: classify(text, None).into_owned(),
+            text_bytes: text.len(),
             columns: None,
         })
     }
@@ -243,6 +247,7 @@ mod tests {
         text.push_str(&" ".repeat(size));
         Rc::new(Prepared {
             statement: classify(&start, None).into_owned(),
+            text_bytes: text.len(),
             text,
             columns: None,
         })
@@ -332,6 +337,7 @@ mod tests {
         let without = Rc::new(Prepared {
             text: String::new(),
             statement: classify(text, None).into_owned(),
+            text_bytes: text.len(),
             columns: None,
         });
         assert_eq!(

@@ -371,12 +371,12 @@ impl Session {
         self.guarded(outcome)
     }
 
-    /// The size of a statement's text (QUERY, PREPARE, a BATCH child).
-    pub(super) fn guard_text(&mut self, text: &str) -> Result<(), Refusal> {
+    /// The size of a statement's text (QUERY, PREPARE, EXECUTE, a BATCH child).
+    pub(super) fn guard_text(&mut self, bytes: usize) -> Result<(), Refusal> {
         if self.guards.is_empty() {
             return Ok(());
         }
-        let outcome = self.guards.check_statement_size(text.len());
+        let outcome = self.guards.check_statement_size(bytes);
         self.guarded(outcome)
     }
 

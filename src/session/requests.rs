@@ -235,7 +235,7 @@ impl Session {
         self.request_category = statement.category;
         self.draft_statement(stream, query.query, &statement, false);
         self.decide(&statement, now)?;
-        self.guard_text(query.query)?;
+        self.guard_text(query.query.len())?;
         self.guard_statement(&statement, &query.params, bytes)?;
         if statement.kind == Kind::Use {
             self.expect_keyspace_change(stream);
@@ -264,7 +264,7 @@ impl Session {
         self.request_category = Category::Prepare;
         self.draft_statement(stream, prepare.query, &statement, true);
         self.decide(&statement, now)?;
-        self.guard_text(prepare.query)?;
+        self.guard_text(prepare.query.len())?;
         let prepared = Prepared {
             // The text is kept only for the audit log.
             text: if self.audits() {
@@ -273,6 +273,7 @@ impl Session {
                 String::new()
             },
             statement: statement.into_owned(),
+            text_bytes: prepare.query.len(),
             columns: None,
         };
         self.expect_response(stream, Pending::Prepare(Rc::new(prepared)));
@@ -298,6 +299,7 @@ impl Session {
             return Err(Refusal::Unprepared(execute.id.to_vec()));
         };
         self.decide(&prepared.statement, now)?;
+        self.guard_text(prepared.text_bytes)?;
         self.guard_statement(&prepared.statement, &execute.params, bytes)?;
         if prepared.statement.kind == Kind::Use {
             self.expect_keyspace_change(stream);
@@ -337,7 +339,7 @@ impl Session {
                         statement.flags.insert(Flags::UNLOGGED_BATCH);
                     }
                     self.decide(&statement, now)?;
-                    self.guard_text(text)?;
+                    self.guard_text(text.len())?;
                 }
                 BatchStatement::Prepared(id) => {
                     let prepared = self.prepared(id);
@@ -356,6 +358,7 @@ impl Session {
                     } else {
                         self.decide(&prepared.statement, now)?;
                     }
+                    self.guard_text(prepared.text_bytes)?;
                 }
             }
         }

@@ -1912,3 +1912,50 @@ fn a_role_logs_in_to_cassandra_as_its_own_login_and_others_as_the_service() {
         assert_eq!(up[0].body, auth_response_body(login, password), "{user}");
     }
 }
+
+const PREPARED_BY_ANOTHER: &str = r#"
+[roles.strict]
+grant = [ { permissions = ["SELECT"], on = "KEYSPACE shop" } ]
+guardrails = { max_statement_bytes = 40 }
+[roles.lax]
+grant = [ { permissions = ["SELECT"], on = "KEYSPACE shop" } ]
+[[bind]]
+role = "strict"
+principals = ["alice"]
+[[bind]]
+role = "lax"
+principals = ["bob"]
+"#;
+
+#[test]
+fn an_id_another_identity_prepared_is_bound_by_the_executing_identitys_guardrails() {
+    let session = Setup {
+        policy_text: PREPARED_BY_ANOTHER,
+        ..Setup::default()
+    }
+    .session();
+    let (config, shared) = (session.config.clone(), session.shared.clone());
+    let long = "SELECT * FROM shop.orders WHERE id = ? AND day = ?";
+    assert!(long.len() > 40);
+    let mut bob = Wire::new(Session::new(config.clone(), shared.clone(), None), 4);
+    bob.log_in(&token("bob", NOW + 600));
+    let (up, _) = bob.client_sends(3, Opcode::Prepare, &prepare_body(long, 4));
+    assert_eq!(up.len(), 1, "bob may prepare it");
+    let mut prepared = Vec::new();
+    prepared.extend_from_slice(&4i32.to_be_bytes());
+    write::short_bytes(&mut prepared, b"long-id");
+    prepared.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    bob.server_sends(3, Opcode::Result, &prepared);
+    let mut alice = Wire::new(Session::new(config, shared, None), 4);
+    alice.log_in(&token("alice", NOW + 600));
+    let (up, down) = alice.client_sends(4, Opcode::Execute, &execute_body(b"long-id", 4));
+    assert!(up.is_empty(), "the executing identity's bound holds");
+    let (code, message) = down[0].error();
+    assert_eq!(code, 0x2200);
+    assert!(
+        message.starts_with("Guardrail max_statement_bytes violated"),
+        "{message}"
+    );
+    let (up, _) = bob.client_sends(5, Opcode::Execute, &execute_body(b"long-id", 4));
+    assert_eq!(up.len(), 1, "bob's roles do not bound it");
+}
