@@ -309,6 +309,11 @@ impl Policy {
     /// `read` logs in as `migrate`); of those left, the first in the policy file's order
     /// wins. `None`: the server's service login.
     pub fn upstream_login(&self, roles: &RoleSet) -> Option<&str> {
+        self.upstream_login_of(roles).map(|(_, login)| login)
+    }
+
+    /// [`Policy::upstream_login`], with the role that names it.
+    pub fn upstream_login_of(&self, roles: &RoleSet) -> Option<(&str, &str)> {
         let candidates: Vec<(u32, &Role)> = self
             .model
             .file_order
@@ -323,7 +328,7 @@ impl Policy {
                     .iter()
                     .any(|(j, other)| j != i && other.closure.contains(*i))
             })
-            .and_then(|(_, r)| r.upstream_login.as_deref())
+            .and_then(|(_, r)| Some((r.name.as_str(), r.upstream_login.as_deref()?)))
     }
 
     /// Every role that names an `upstream_login`, with it, in the policy file's order: the

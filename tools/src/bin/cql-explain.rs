@@ -329,10 +329,7 @@ fn run(args: &Args) -> Result<bool, String> {
             }
         );
     }
-    match policy
-        .upstream_logins()
-        .find(|(role, _)| roles.contains(role))
-    {
+    match policy.upstream_login_of(&roles) {
         Some((role, login)) => println!("upstream:   {login} (upstream_login of role {role})"),
         None => println!("upstream:   the server's service login (cql_upstream_auth)"),
     }
