@@ -17,8 +17,7 @@ use std::rc::Rc;
 
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_int_t, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t,
-    ngx_str_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
+    ngx_command_t, ngx_conf_t, ngx_int_t, ngx_shm_zone_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
@@ -148,8 +147,7 @@ unsafe fn declare<Z: Layout>(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_c
                     "invalid zone \"{value}\": expected zone=name:size, e.g. zone=per_user:1m"
                 ));
             };
-            // NGINX's slab allocator needs eight pages (limit_req_zone asks as much).
-            let min = 8 * ngx::ffi::ngx_pagesize;
+            let min = super::shm::min_size();
             match parse_size(size) {
                 Some(bytes) if bytes >= min => zone = Some((name.to_string(), bytes)),
                 _ => {
@@ -184,22 +182,11 @@ unsafe fn declare<Z: Layout>(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_c
         key: key.clone(),
         words: None,
     });
-    let mut shm_name = ngx_str_t {
-        len: name.len(),
-        data: ngx::ffi::ngx_pnalloc((*cf).pool, name.len()) as *mut u8,
+    let shm = match super::shm::declare(cf, &name, size, addr_of!(ZONE_TAG) as *mut c_void) {
+        Ok(Some(shm)) => shm,
+        Ok(None) => return NGX_CONF_ERROR,
+        Err(()) => return fail(format!("zone \"{name}\" is already declared")),
     };
-    if shm_name.data.is_null() {
-        return NGX_CONF_ERROR;
-    }
-    core::ptr::copy_nonoverlapping(name.as_ptr(), shm_name.data, name.len());
-    let tag = addr_of!(ZONE_TAG) as *mut c_void;
-    let shm = ngx::ffi::ngx_shared_memory_add(cf, &mut shm_name, size, tag);
-    if shm.is_null() {
-        return NGX_CONF_ERROR;
-    }
-    if !(*shm).data.is_null() {
-        return fail(format!("zone \"{name}\" is already declared"));
-    }
     let list = Z::declared(&mut conf.limits);
     list.push(declared);
     let Some(declared) = list.last_mut() else {
@@ -238,24 +225,17 @@ unsafe extern "C" fn init_zone<Z: Layout>(
     let (words, layout) = match old.and_then(|old| old.words) {
         Some(words) => (words, Z::attach(words)),
         None => {
-            let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
-            let bytes = (*pool).pfree << ngx::ffi::ngx_pagesize_shift;
-            let region = ngx_slab_alloc(pool, bytes) as *mut AtomicU64;
-            if region.is_null() {
+            let Some(words) = super::shm::take_free_pages(zone) else {
                 ngx_log_error!(
                     NGX_LOG_EMERG,
                     log,
                     "{} \"{}\": cannot allocate {} bytes of the zone",
                     Z::DIRECTIVE,
                     name,
-                    bytes
+                    super::shm::free_bytes(zone)
                 );
                 return NGX_ERROR as ngx_int_t;
-            }
-            // SAFETY: the slab allocator gave `bytes` bytes, page aligned and zeroed by
-            // nothing but this set-up, shared by every process of this NGINX for as long
-            // as the zone lives; only atomics touch them.
-            let words = core::slice::from_raw_parts(region, bytes / 8);
+            };
             // Keyed hashing: no client can aim two keys at one bucket.
             let seed = RandomState::new().hash_one((name.as_str(), words.as_ptr() as usize));
             (words, Z::create(words, seed))

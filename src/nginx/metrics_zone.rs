@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_pool_cleanup_add, ngx_shm_zone_t,
-    ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, ngx_stream_conf_ctx_t, ngx_stream_core_main_conf_t,
-    ngx_stream_core_module, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
+    ngx_stream_conf_ctx_t, ngx_stream_core_main_conf_t, ngx_stream_core_module, NGX_ERROR,
+    NGX_LOG_EMERG, NGX_OK,
 };
 #[cfg(ngx_stream_ports)]
 use ngx::ffi::{ngx_stream_conf_addr_t, ngx_stream_conf_port_t, ngx_stream_core_srv_conf_t};
@@ -106,8 +106,7 @@ pub unsafe extern "C" fn set_zone(
             return NGX_CONF_ERROR;
         }
     };
-    // NGINX's slab allocator needs eight pages (limit_req_zone asks as much).
-    let min = 8 * ngx::ffi::ngx_pagesize;
+    let min = super::shm::min_size();
     let size = match parse_size(size) {
         Some(size) if size >= min => size,
         _ => {
@@ -146,28 +145,20 @@ pub unsafe extern "C" fn set_zone(
             }
         }
     }
-    let mut shm_name = ngx_str_t {
-        len: name.len(),
-        data: ngx::ffi::ngx_pnalloc((*cf).pool, name.len()) as *mut u8,
-    };
-    if shm_name.data.is_null() {
-        return NGX_CONF_ERROR;
-    }
-    core::ptr::copy_nonoverlapping(name.as_ptr(), shm_name.data, name.len());
     let tag = addr_of!(ngx_stream_cql_module) as *mut c_void;
-    let zone = ngx::ffi::ngx_shared_memory_add(cf, &mut shm_name, size, tag);
-    if zone.is_null() {
-        return NGX_CONF_ERROR;
-    }
-    if !(*zone).data.is_null() {
-        ngx_conf_log_error!(
-            NGX_LOG_EMERG,
-            cf,
-            "zone \"{}\" of \"cql_metrics_zone\" is already declared",
-            name
-        );
-        return NGX_CONF_ERROR;
-    }
+    let zone = match super::shm::declare(cf, name, size, tag) {
+        Ok(Some(zone)) => zone,
+        Ok(None) => return NGX_CONF_ERROR,
+        Err(()) => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "zone \"{}\" of \"cql_metrics_zone\" is already declared",
+                name
+            );
+            return NGX_CONF_ERROR;
+        }
+    };
     (*zone).init = Some(init_zone);
     (*zone).data = (conf as *mut MainConf).cast();
     conf.zone = zone;
@@ -283,22 +274,17 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
     let words = match old.and_then(|old| old.counters) {
         Some((words, _)) => words,
         None => {
-            let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
-            let bytes = (*pool).pfree << ngx::ffi::ngx_pagesize_shift;
-            let region = ngx_slab_alloc(pool, bytes) as *mut AtomicU64;
-            if region.is_null() {
+            let Some(words) = super::shm::take_free_pages(zone) else {
                 ngx_log_error!(
                     NGX_LOG_EMERG,
                     log,
                     "cql_metrics_zone \"{}\": cannot allocate {} bytes of the zone",
                     name,
-                    bytes
+                    super::shm::free_bytes(zone)
                 );
                 return NGX_ERROR as ngx_int_t;
-            }
-            // SAFETY: the slab allocator gave `bytes` bytes, page aligned, shared by every
-            // process of this NGINX for as long as the zone lives; only atomics touch them.
-            core::slice::from_raw_parts(region, bytes / 8)
+            };
+            words
         }
     };
     let Some(counters) = Zone::attach(words, conf.roles, conf.keyspaces) else {

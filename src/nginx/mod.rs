@@ -11,6 +11,7 @@
 //! - [`metrics_http`]: `cql_metrics`, the `http` module that shows it to Prometheus;
 //! - [`limit_zones`]: `cql_limit_req_zone` and `cql_limit_conn_zone`, the shared memory of
 //!   the per-key limits;
+//! - [`shm`]: declaring a shared-memory zone and taking its pages, for both kinds of zone;
 //!
 //! Nothing outside this folder sees an NGINX type.
 
@@ -22,4 +23,5 @@ pub mod metrics_http;
 mod metrics_zone;
 pub mod module;
 mod settings;
+mod shm;
 mod variables;

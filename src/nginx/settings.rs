@@ -455,10 +455,12 @@ impl Settings {
         let quotas = self.quotas(cf, auth)?;
         let mut key_variables = Vec::new();
         for name in quotas.connection_variables() {
-            let index = named_variable(cf, name).map_err(|message| Refusal {
-                message,
-                at: self.limit_req.as_ref().map(|l| l.at.clone()),
-            })?;
+            // NGINX refuses an unknown variable when it initialises the variables.
+            let index =
+                variable_index_for(cf, name, "by a limit key").map_err(|message| Refusal {
+                    message,
+                    at: self.limit_req.as_ref().map(|l| l.at.clone()),
+                })?;
             key_variables.push((name.to_string(), index));
         }
         let policy = self.policy.as_ref().and_then(|p| p.value.clone());
@@ -812,11 +814,7 @@ impl Settings {
                 if self.dry_run.is_some() {
                     return duplicate();
                 }
-                self.dry_run = Some(reading.locate(match args {
-                    ["on"] => true,
-                    ["off"] => false,
-                    _ => return Err("takes on or off".to_string()),
-                }));
+                self.dry_run = Some(reading.locate(on_off(args)?));
             }
             "cql_upstream_credentials" => {
                 if self.upstream_credentials.is_some() {
@@ -847,11 +845,7 @@ impl Settings {
                 if self.allow_unbound.is_some() {
                     return duplicate();
                 }
-                self.allow_unbound = Some(reading.locate(match args {
-                    ["on"] => true,
-                    ["off"] => false,
-                    _ => return Err("takes on or off".to_string()),
-                }));
+                self.allow_unbound = Some(reading.locate(on_off(args)?));
             }
             "cql_stream_reuse" => {
                 if self.stream_reuse.is_some() {
@@ -953,11 +947,7 @@ impl Settings {
                 if slot.is_some() {
                     return duplicate();
                 }
-                *slot = Some(match args {
-                    ["on"] => true,
-                    ["off"] => false,
-                    _ => return Err("takes on or off".to_string()),
-                });
+                *slot = Some(on_off(args)?);
             }
             _ => return Err("is not a directive of this module".to_string()),
         }
@@ -1018,34 +1008,36 @@ fn parse_count(value: &str) -> Result<usize, String> {
     }
 }
 
-unsafe fn variable_index(cf: *mut ngx_conf_t, name: &str) -> Result<ngx_int_t, String> {
+/// The index of a variable NGINX evaluates for the module; `Err`: it cannot, and why it is
+/// needed.
+unsafe fn variable_index_for(
+    cf: *mut ngx_conf_t,
+    name: &str,
+    needed: &str,
+) -> Result<ngx_int_t, String> {
     let mut s = ngx_str_t {
         len: name.len(),
         data: name.as_ptr() as *mut u8,
     };
     let index = ngx_stream_get_variable_index(cf, &mut s);
     if index == NGX_ERROR as ngx_int_t {
-        return Err(format!(
-            "the variable \"${name}\" is needed to read client certificates (stream ssl module)"
-        ));
+        return Err(format!("the variable \"${name}\" is needed {needed}"));
     }
     Ok(index)
 }
 
-/// The index of a variable a limit key uses; NGINX refuses an unknown one when it
-/// initialises the variables.
-unsafe fn named_variable(cf: *mut ngx_conf_t, name: &str) -> Result<ngx_int_t, String> {
-    let mut s = ngx_str_t {
-        len: name.len(),
-        data: name.as_ptr() as *mut u8,
-    };
-    let index = ngx_stream_get_variable_index(cf, &mut s);
-    if index == NGX_ERROR as ngx_int_t {
-        return Err(format!(
-            "cannot use the variable \"${name}\" in a limit key"
-        ));
+/// A variable client certificates are read from.
+unsafe fn variable_index(cf: *mut ngx_conf_t, name: &str) -> Result<ngx_int_t, String> {
+    variable_index_for(cf, name, "to read client certificates (stream ssl module)")
+}
+
+/// The value of a directive that takes `on` or `off`.
+fn on_off(args: &[&str]) -> Result<bool, String> {
+    match args {
+        ["on"] => Ok(true),
+        ["off"] => Ok(false),
+        _ => Err("takes on or off".to_string()),
     }
-    Ok(index)
 }
 
 /// The handler of every directive kept in [`Settings`]: errors are reported with the

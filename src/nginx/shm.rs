@@ -1,0 +1,61 @@
+//! NGINX's shared-memory zones, as the module's zones use them: declared by name and size
+//! while the configuration is read, their free pages taken as one region of atomic words
+//! when NGINX maps them (before the workers fork).
+
+use core::ffi::c_void;
+use core::sync::atomic::AtomicU64;
+
+use ngx::ffi::{ngx_conf_t, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t};
+
+/// The smallest zone: NGINX's slab allocator needs eight pages (`limit_req_zone` asks as
+/// much).
+pub fn min_size() -> usize {
+    // SAFETY: NGINX sets the page size once, at start, before any configuration is read.
+    8 * unsafe { ngx::ffi::ngx_pagesize }
+}
+
+/// Declares the zone `name` of `size` bytes for `tag`. `Ok(None)`: NGINX refused (it said
+/// why); `Err(())`: a zone of that name is already declared for this tag.
+pub unsafe fn declare(
+    cf: *mut ngx_conf_t,
+    name: &str,
+    size: usize,
+    tag: *mut c_void,
+) -> Result<Option<*mut ngx_shm_zone_t>, ()> {
+    let mut shm_name = ngx_str_t {
+        len: name.len(),
+        data: ngx::ffi::ngx_pnalloc((*cf).pool, name.len()) as *mut u8,
+    };
+    if shm_name.data.is_null() {
+        return Ok(None);
+    }
+    core::ptr::copy_nonoverlapping(name.as_ptr(), shm_name.data, name.len());
+    let zone = ngx::ffi::ngx_shared_memory_add(cf, &mut shm_name, size, tag);
+    if zone.is_null() {
+        return Ok(None);
+    }
+    if !(*zone).data.is_null() {
+        return Err(());
+    }
+    Ok(Some(zone))
+}
+
+/// Every free page of a zone NGINX just mapped, as one region of words (`None`: the slab
+/// allocator had none to give).
+pub unsafe fn take_free_pages(zone: *mut ngx_shm_zone_t) -> Option<&'static [AtomicU64]> {
+    let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
+    let bytes = (*pool).pfree << ngx::ffi::ngx_pagesize_shift;
+    let region = ngx_slab_alloc(pool, bytes) as *mut AtomicU64;
+    if region.is_null() {
+        return None;
+    }
+    // SAFETY: the slab allocator gave `bytes` bytes, page aligned, shared by every process
+    // of this NGINX for as long as the zone lives; only atomics touch them.
+    Some(core::slice::from_raw_parts(region, bytes / 8))
+}
+
+/// How many bytes [`take_free_pages`] would find, for messages.
+pub unsafe fn free_bytes(zone: *mut ngx_shm_zone_t) -> usize {
+    let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
+    (*pool).pfree << ngx::ffi::ngx_pagesize_shift
+}
