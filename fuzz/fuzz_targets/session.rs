@@ -123,9 +123,10 @@ fn session(redact_literals: bool, model: bool, wait: bool) -> Session {
                     },
                     // Counted into a zone, so every metrics path runs too.
                     metrics: Some(meter()),
-                    // Every limit, enforced or in dry run.
+                    // Every limit, enforced or in dry run (not with the model, which checks
+                    // that nothing the policy denies reaches the server).
                     quotas: quotas(),
-                    dry_run: i & 1 != 0,
+                    dry_run: i & 1 != 0 && i & 2 == 0,
                     upstream_credentials: None,
                 })
             })

@@ -126,6 +126,9 @@ impl Session {
         if quotas.is_empty() {
             return Ok(());
         }
+        // A client whose login Cassandra refused may log in again: what the first attempt
+        // claimed goes back first.
+        self.release_quotas();
         let Some(identity) = &self.identity else {
             return Ok(());
         };

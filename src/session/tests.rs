@@ -1959,3 +1959,53 @@ fn an_id_another_identity_prepared_is_bound_by_the_executing_identitys_guardrail
     let (up, _) = bob.client_sends(5, Opcode::Execute, &execute_body(b"long-id", 4));
     assert_eq!(up.len(), 1, "bob's roles do not bound it");
 }
+
+#[test]
+fn a_login_cassandra_refused_and_tried_again_holds_one_connection() {
+    let zone = count_zone("conns");
+    let quotas = Quotas {
+        rates: Vec::new(),
+        counts: vec![CountLimit {
+            zone: zone.clone(),
+            counter: crate::limits::Counter::Connections,
+            max: 1,
+        }],
+    };
+    let mut w = Wire::new(
+        Setup {
+            login: true,
+            quotas,
+            ..Setup::default()
+        }
+        .session(),
+        4,
+    );
+    let key = zone.memory().unwrap().hash(b"alice");
+    let held = || {
+        zone.memory()
+            .unwrap()
+            .current(key, crate::limits::Counter::Connections)
+    };
+    w.client_sends(1, Opcode::Startup, &startup_body());
+    let mut class = Vec::new();
+    write::string(
+        &mut class,
+        "org.apache.cassandra.auth.PasswordAuthenticator",
+    );
+    w.server_sends(1, Opcode::Authenticate, &class);
+    let tok = token("alice", NOW + 600);
+    w.client_sends(2, Opcode::AuthResponse, &auth_response_body("alice", &tok));
+    assert_eq!(held(), 1);
+    let mut refused = 0x0100i32.to_be_bytes().to_vec();
+    write::string(
+        &mut refused,
+        "Provided username svc_proxy and/or password are incorrect",
+    );
+    w.server_sends(2, Opcode::Error, &refused);
+    // The client tries again on the same connection: still one connection of alice's.
+    let (up, _) = w.client_sends(3, Opcode::AuthResponse, &auth_response_body("alice", &tok));
+    assert_eq!(up.len(), 1, "the proxy logs in again");
+    assert_eq!(held(), 1);
+    drop(w);
+    assert_eq!(held(), 0);
+}
