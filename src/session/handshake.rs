@@ -144,7 +144,11 @@ impl Session {
                 self.auth = AuthState::Token {
                     login_upstream: true,
                 };
-                self.audit_login(Err("Cassandra refused the proxy's service credentials"));
+                let refused = match &self.upstream_user {
+                    Some(user) => format!("Cassandra refused the proxy's login as {user}"),
+                    None => "Cassandra refused the proxy's login".to_string(),
+                };
+                self.audit_login(Err(&refused));
                 self.meter_login_refused(self.login_method(), Login::Upstream);
                 if !answer_ready {
                     return Ok(true);
@@ -154,10 +158,7 @@ impl Session {
                     .and_then(|(_, rest)| ErrorBody::decode(rest, header.version).ok());
                 let (code, message) = match upstream {
                     Some(error) => (error.code, error.message.to_string()),
-                    None => (
-                        codes::AUTHENTICATION_ERROR,
-                        "Cassandra refused the proxy's service credentials".to_string(),
-                    ),
+                    None => (codes::AUTHENTICATION_ERROR, refused),
                 };
                 self.answer_client(|f, out| f.write_error(stream, code, &message, out));
                 self.client_started();
@@ -277,6 +278,7 @@ impl Session {
                 ),
             ));
         };
+        self.upstream_user = Some(login.user.clone());
         // Cassandra speaks segments from its AUTHENTICATE on (v5).
         self.framing(true).write_auth_response_plain(
             stream,

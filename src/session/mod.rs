@@ -301,6 +301,9 @@ pub struct Session {
     holds_request: bool,
     /// Dry run: the first refusal of the request being decided, which it is forwarded with.
     would_deny: Option<requests::Refusal>,
+    /// The Cassandra login the proxy logged in with for this connection (a role's, or the
+    /// service's).
+    upstream_user: Option<String>,
 }
 
 impl Session {
@@ -387,6 +390,7 @@ impl Session {
             connection_variables: Vec::new(),
             holds_request: false,
             would_deny: None,
+            upstream_user: None,
         };
         if let Some(meter) = session.meter() {
             meter.connection_opened();
