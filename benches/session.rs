@@ -1,7 +1,8 @@
 //! The session's cost per request, without NGINX: a logged-in connection sends a prepared
 //! point read (EXECUTE) and gets its small RESULT, through `Session::feed` as the filter
-//! feeds it, gate without audit, with metrics counted into a zone (`cql_metrics_zone`), and
-//! with a JSON audit line per request:
+//! feeds it, gate without audit, with a per-identity rate limit that no request reaches
+//! (`cql_limit_req`), with metrics counted into a zone (`cql_metrics_zone`), and with a JSON
+//! audit line per request:
 //! `cargo bench --bench session`. Before measuring, each case prints the heap allocations
 //! one request costs (a counting allocator), the figure to keep at zero on the hot path.
 
@@ -15,10 +16,12 @@ use ngx_stream_cql_module::audit;
 use ngx_stream_cql_module::codec::primitives::write;
 use ngx_stream_cql_module::codec::{Framing, Opcode};
 use ngx_stream_cql_module::identity::{JwtSettings, JwtValidator};
+use ngx_stream_cql_module::limits::{KeyTemplate, Rate, RateVerdict, RateZone};
 use ngx_stream_cql_module::metrics::{ServerMeter, Zone};
 use ngx_stream_cql_module::policy::Policy;
 use ngx_stream_cql_module::session::{
-    Action, AuthMode, Capacities, Config, Direction, Limits, Session, Shared,
+    Action, AuthMode, Capacities, Config, Direction, LimitZone, Limits, Quotas, RateLimit, Session,
+    Shared,
 };
 
 /// Counts allocations, so a case can say what one request allocates.
@@ -66,6 +69,49 @@ const ID: &[u8] = b"0123456789abcdef";
 struct Case {
     audit: bool,
     metrics: bool,
+    /// The region of the rate zone of a limit per identity that no request reaches.
+    limits: Option<&'static [AtomicU64]>,
+}
+
+/// The gate alone.
+const GATE: Case = Case {
+    audit: false,
+    metrics: false,
+    limits: None,
+};
+
+/// The rate limit of `cql_limit_req_zone $cql_principal zone=bench:1m rate=1000000r/s;` and
+/// `cql_limit_req zone=bench burst=1000000;`: one request every microsecond per identity,
+/// far more than one connection sends, so every request is counted and none refused.
+const RATE: &str = "1000000r/s";
+const BURST: u32 = 1_000_000;
+
+/// The region of a rate zone of 1 MiB (`zone=bench:1m`).
+fn rate_region() -> &'static [AtomicU64] {
+    Box::leak(
+        (0..RateZone::words_for_bytes(1 << 20))
+            .map(|_| AtomicU64::new(0))
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    )
+}
+
+/// A server's rate limit per identity, its zone laid out over `words` and bound, as
+/// `cql_limit_req_zone` binds it.
+fn quotas(words: &'static [AtomicU64]) -> Quotas {
+    let zone = Rc::new(LimitZone::new(
+        "bench".into(),
+        KeyTemplate::parse("$cql_principal").expect("a key"),
+    ));
+    zone.bind(RateZone::create(words, 0x5eed).expect("a rate zone"));
+    Quotas {
+        rates: vec![RateLimit {
+            zone,
+            rate: Rate::parse(RATE).expect("a rate"),
+            burst: BURST,
+        }],
+        counts: vec![],
+    }
 }
 
 /// A server's counters bound to a zone of their own, as `cql_metrics_zone` binds them.
@@ -105,14 +151,21 @@ fn config(case: Case) -> Rc<Config> {
         stream_reuse: Default::default(),
         topology: Default::default(),
         metrics: case.metrics.then(meter),
+        quotas: case.limits.map(quotas).unwrap_or_default(),
+        ..Config::default()
     })
 }
 
+/// The monotonic clock of the feeds, in microseconds: it moves [`STEP_US`] a call.
+static MONOTONIC: AtomicU64 = AtomicU64::new(0);
+/// 14 µs a request (EXECUTE and RESULT), 14 intervals of the rate limit.
+const STEP_US: u64 = 7;
+
 fn feed(s: &mut Session, from: Direction, bytes: &[u8], spare: &mut [Vec<u8>; 2]) {
-    // The filter reads the clock before each call when the session needs it.
+    // The filter reads the clock before each call when the session needs it (audit,
+    // metrics, rate limits), as the time goes on.
     if s.reads_clock() {
-        static MONOTONIC: AtomicU64 = AtomicU64::new(0);
-        s.tick(NOW * 1000, MONOTONIC.fetch_add(7, Ordering::Relaxed));
+        s.tick(NOW * 1000, MONOTONIC.fetch_add(STEP_US, Ordering::Relaxed));
     }
     let action = s.feed(from, bytes, NOW);
     assert!(
@@ -205,9 +258,32 @@ fn request() -> (Vec<u8>, Vec<u8>) {
     (up, down)
 }
 
-/// `CQL_BENCH_REQUESTS=N`: runs N requests of the case `CQL_BENCH_AUDIT=1` and
-/// `CQL_BENCH_METRICS=1` choose and exits, for an exact
-/// instruction count under `valgrind --tool=callgrind` (the difference of two N).
+/// No request of a case was refused (a rate limit that is hit measures refusals, not the
+/// cost of counting), and with a rate limit, the last request was counted: the identity's
+/// bucket holds it, so one more at the same time without a burst is over the rate.
+fn assert_counted(s: &Session, case: Case, what: &str) {
+    assert_eq!(s.denied(), 0, "{what}: requests were refused");
+    let Some(words) = case.limits else {
+        return;
+    };
+    let zone = RateZone::attach(words).expect("the rate zone");
+    let principal = s.identity().expect("logged in").principal.as_bytes();
+    // The EXECUTE's time: the RESULT came one step after it.
+    let last = MONOTONIC.load(Ordering::Relaxed) - 2 * STEP_US;
+    let rate = Rate::parse(RATE).expect("a rate");
+    assert!(
+        matches!(
+            zone.acquire(zone.hash(principal), &rate, 0, last),
+            RateVerdict::Limited { .. }
+        ),
+        "{what}: the rate limit counted no request"
+    );
+}
+
+/// `CQL_BENCH_REQUESTS=N`: runs N requests of the case `CQL_BENCH_AUDIT=1`,
+/// `CQL_BENCH_METRICS=1` and `CQL_BENCH_LIMITS=1` (the rate limit no request reaches)
+/// choose and exits, for an exact instruction count under `valgrind --tool=callgrind` (the
+/// difference of two N).
 fn fixed_run() -> bool {
     let Some(n) = std::env::var("CQL_BENCH_REQUESTS")
         .ok()
@@ -220,12 +296,14 @@ fn fixed_run() -> bool {
     let case = Case {
         audit: on("CQL_BENCH_AUDIT"),
         metrics: on("CQL_BENCH_METRICS"),
+        limits: on("CQL_BENCH_LIMITS").then(rate_region),
     };
     let (mut s, mut spare) = logged_in(case);
     for _ in 0..n {
         feed(&mut s, Direction::ClientToServer, &up, &mut spare);
         feed(&mut s, Direction::ServerToClient, &down, &mut spare);
     }
+    assert_counted(&s, case, "CQL_BENCH_REQUESTS");
     true
 }
 
@@ -238,10 +316,7 @@ fn bench(c: &mut Criterion) {
     // after one request (the shared caches are counted apart, per worker).
     for audit in [false, true] {
         let shared = Rc::new(RefCell::new(Shared::new(Capacities::default())));
-        let config = config(Case {
-            audit,
-            metrics: false,
-        });
+        let config = config(Case { audit, ..GATE });
         // A first connection fills the worker's caches (token, prepared id, decision).
         let mut first = Session::new(config.clone(), shared.clone(), None);
         idle(&mut first, audit, &mut [Vec::new(), Vec::new()], &up, &down);
@@ -258,12 +333,31 @@ fn bench(c: &mut Criterion) {
         black_box(s);
     }
     let mut group = c.benchmark_group("session");
-    for (name, audit, metrics) in [
-        ("execute_gate", false, false),
-        ("execute_gate_metrics", false, true),
-        ("execute_gate_audit", true, false),
+    for (name, case) in [
+        ("execute_gate", GATE),
+        (
+            "execute_gate_limits",
+            Case {
+                limits: Some(rate_region()),
+                ..GATE
+            },
+        ),
+        (
+            "execute_gate_metrics",
+            Case {
+                metrics: true,
+                ..GATE
+            },
+        ),
+        (
+            "execute_gate_audit",
+            Case {
+                audit: true,
+                ..GATE
+            },
+        ),
     ] {
-        let (mut s, mut spare) = logged_in(Case { audit, metrics });
+        let (mut s, mut spare) = logged_in(case);
         // Warm: buffers reach their steady size.
         for _ in 0..100 {
             feed(&mut s, Direction::ClientToServer, &up, &mut spare);
@@ -292,6 +386,7 @@ fn bench(c: &mut Criterion) {
                 );
             })
         });
+        assert_counted(&s, case, name);
     }
     group.finish();
 }

@@ -13,10 +13,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter  # noqa: E402
 
-COLORS = {"direct": "#4c72b0", "plain": "#55a868", "gate": "#dd8452", "gate_metrics": "#8172b2",
-          "gate_audit": "#c44e52"}
-LABELS = {"direct": "direct", "plain": "plain", "gate": "gate", "gate_metrics": "gate + metrics",
-          "gate_audit": "gate + audit"}
+COLORS = {"direct": "#4c72b0", "plain": "#55a868", "gate": "#dd8452", "gate_limits": "#937860",
+          "gate_metrics": "#8172b2", "gate_audit": "#c44e52"}
+LABELS = {"direct": "direct", "plain": "plain", "gate": "gate", "gate_limits": "gate + limits",
+          "gate_metrics": "gate + metrics", "gate_audit": "gate + audit"}
 
 
 def modes_of(R):
