@@ -18,19 +18,18 @@
 mod harness;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use harness::cluster::{DevCluster, Gate, Served, AUDIENCE, ISSUER};
+use harness::cluster::{signing_key, DevCluster, Gate, PyDriver, Served, AUDIENCE, ISSUER};
 use harness::cql::{self, opcode, Client, Frame, Response, ANSWER_WITHIN};
 use harness::{
-    cql_token, free_port, load_module_lines, never_logged, python, read_or_empty, repo_dir,
+    cql_token, free_port, load_module_lines, metric_samples, never_logged, scrape_metrics,
     wait_for, Nginx,
 };
 
@@ -234,37 +233,6 @@ impl Fixture {
 // Metrics, audit lines, workers
 // ---------------------------------------------------------------------------------------
 
-/// One scrape of the metrics handler.
-fn scrape(port: u16) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the handler");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("read the answer");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
-}
-
-/// The samples of an exposition: `name{label="value",...}` → value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 /// A series of a server: `name{server="127.0.0.1:PORT",labels}`.
 fn series(port: u16, name: &str, labels: &str) -> String {
     if labels.is_empty() {
@@ -289,15 +257,15 @@ fn sum_of(samples: &BTreeMap<String, f64>, port: u16, name: &str, filter: &str) 
 fn expect_metrics(http: u16, expected: &[(u16, &str, &str, f64)]) {
     let mut last = String::new();
     let settled = wait_for(Duration::from_secs(10), || {
-        last = scrape(http);
-        let s = samples(&last);
+        last = scrape_metrics(http);
+        let s = metric_samples(&last);
         expected
             .iter()
             .all(|(port, name, labels, value)| s.get(&series(*port, name, labels)) == Some(value))
             .then_some(())
     });
     if settled.is_none() {
-        let s = samples(&last);
+        let s = metric_samples(&last);
         let wrong: Vec<String> = expected
             .iter()
             .filter_map(|(port, name, labels, value)| {
@@ -472,62 +440,15 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, gate: Option<Arc<(Mutex<bool>, C
 // ---------------------------------------------------------------------------------------
 
 /// `tests/clients/limits.py`: named driver sessions in one process, one JSON command a line.
-struct Py {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    log: PathBuf,
-}
+struct Py(PyDriver);
 
 impl Py {
     fn start(dir: &Path) -> Py {
-        let log = dir.join("limits-python.log");
-        let stderr = std::fs::File::create(&log).expect("create the Python log");
-        let mut child = Command::new(python())
-            .arg(repo_dir().join("tests/clients/limits.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start limits.py");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("limits.py stdout"));
-        Py {
-            child,
-            stdin,
-            stdout,
-            log,
-        }
-    }
-
-    fn call(&mut self, command: &Value) -> Value {
-        let stdin = self.stdin.as_mut().expect("limits.py stdin");
-        if writeln!(stdin, "{command}")
-            .and_then(|_| stdin.flush())
-            .is_err()
-        {
-            panic!("limits.py ended:\n{}", read_or_empty(&self.log));
-        }
-        let mut line = String::new();
-        match self.stdout.read_line(&mut line) {
-            Ok(n) if n > 0 => serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("limits.py answered {line:?} ({e})")),
-            _ => panic!(
-                "limits.py ended on {command}:\n{}",
-                read_or_empty(&self.log)
-            ),
-        }
+        Py(PyDriver::start_script("limits.py", dir, &[]))
     }
 
     fn ok(&mut self, command: Value) -> Value {
-        let answer = self.call(&command);
-        assert_eq!(
-            answer["ok"],
-            true,
-            "{command} failed: {answer}\n--- driver log\n{}",
-            read_or_empty(&self.log)
-        );
-        answer
+        self.0.ok(command)
     }
 
     /// A session `name` logged in as `name` with its token, through NGINX at `port`.
@@ -563,19 +484,6 @@ impl Py {
     }
 }
 
-impl Drop for Py {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let ended = wait_for(Duration::from_secs(5), || {
-            self.child.try_wait().ok().flatten()
-        });
-        if ended.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// Adds the fields of `extra` (an object) to `command`.
 fn merge(command: &mut Value, extra: Value) {
     if let (Some(c), Value::Object(e)) = (command.as_object_mut(), extra) {
@@ -601,6 +509,15 @@ impl Run {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Fails unless every message of `outcome` holds `needle`.
+    fn messages_hold(&self, outcome: &str, needle: &str) {
+        assert!(
+            self.messages(outcome).iter().all(|m| m.contains(needle)),
+            "{}",
+            self.0
+        );
     }
 
     /// Exactly one outcome, `outcome`, with a message holding `needle` (unless "ok").
@@ -859,22 +776,20 @@ fn limits_hold_per_identity_across_workers() {
     // --- Rate through the driver: carol over her budget while bob runs at the same time.
     let mut py = Py::start(&fx.gate.dir);
     py.connect("bob", &bob, drivers);
-    let before = sum_of(
-        &samples(&scrape(http)),
-        drivers,
-        "cql_requests_total",
-        "decision=\"allowed\"",
-    );
+    let allowed_on_drivers = || {
+        sum_of(
+            &metric_samples(&scrape_metrics(http)),
+            drivers,
+            "cql_requests_total",
+            "decision=\"allowed\"",
+        )
+    };
+    let before = allowed_on_drivers();
     let started = Instant::now();
     let carol = fx.token("carol");
     py.connect("carol", &carol, drivers);
     // What carol's connect took of her budget, at most (the driver reads system tables).
-    let connect_cost = sum_of(
-        &samples(&scrape(http)),
-        drivers,
-        "cql_requests_total",
-        "decision=\"allowed\"",
-    ) - before;
+    let connect_cost = allowed_on_drivers() - before;
     let together = py.ok(json!({"cmd": "together", "runs": [
         {"name": "carol", "statement": select, "times": 60, "concurrency": 8},
         {"name": "bob", "statement": select, "times": 10},
@@ -908,14 +823,7 @@ fn limits_hold_per_identity_across_workers() {
         "carol's passes {ok} not in [{least}, {most}] ({elapsed:.2}s): {}",
         carol_run.0
     );
-    assert!(
-        carol_run
-            .messages("overloaded")
-            .iter()
-            .all(|m| m.contains(&rate_limited("carol"))),
-        "{}",
-        carol_run.0
-    );
+    carol_run.messages_hold("overloaded", &rate_limited("carol"));
     // The driver saw Overloaded as Overloaded: its retry policy was asked (on_request_error)
     // once per refusal; its default moved to the next host, and with one host there is
     // none, so the application got NoHostAvailable holding the Overloaded error.
@@ -945,6 +853,15 @@ fn limits_hold_per_identity_across_workers() {
     // --- Requests in flight, one count for both workers: 24 connections of frank, one
     // request each, while the server's answers are held.
     let in_flight_for = |who: &str| format!("Too many requests in flight for user {who}");
+    let limited_in_flight = || {
+        metric_samples(&scrape_metrics(http))
+            .get(&series(
+                in_flight,
+                "cql_requests_total",
+                "category=\"query\",decision=\"limited\"",
+            ))
+            .copied()
+    };
     let frank = fx.token("frank");
     let mut clients: Vec<Client> = (0..24)
         .map(|_| Client::login(in_flight, "frank", &frank))
@@ -955,21 +872,15 @@ fn limits_hold_per_identity_across_workers() {
             .expect("send a request");
     }
     let reached = wait_for(ANSWER_WITHIN, || {
-        let limited = samples(&scrape(http))
-            .get(&series(
-                in_flight,
-                "cql_requests_total",
-                "category=\"query\",decision=\"limited\"",
-            ))
-            .copied();
-        (limited == Some(8.0) && fx.served_count("a.frank", "QUERY") == 16).then_some(())
+        (limited_in_flight() == Some(8.0) && fx.served_count("a.frank", "QUERY") == 16)
+            .then_some(())
     });
     relay.release();
     assert!(
         reached.is_some(),
         "16 of frank's requests at the server and 8 refused: {} served\n{}",
         fx.served_count("a.frank", "QUERY"),
-        scrape(http)
+        scrape_metrics(http)
     );
     let answers: Vec<Response> = clients
         .iter_mut()
@@ -1002,14 +913,8 @@ fn limits_hold_per_identity_across_workers() {
     let erin_run = std::thread::scope(|scope| {
         let releaser = scope.spawn(|| {
             let reached = wait_for(Duration::from_secs(20), || {
-                let limited = samples(&scrape(http))
-                    .get(&series(
-                        in_flight,
-                        "cql_requests_total",
-                        "category=\"query\",decision=\"limited\"",
-                    ))
-                    .copied();
-                (limited == Some(8.0 + 32.0) && fx.served_count("a.erin", "QUERY") == 16)
+                (limited_in_flight() == Some(8.0 + 32.0)
+                    && fx.served_count("a.erin", "QUERY") == 16)
                     .then_some(())
             });
             relay.release();
@@ -1033,14 +938,7 @@ fn limits_hold_per_identity_across_workers() {
         "{}",
         erin_run.0
     );
-    assert!(
-        erin_run
-            .messages("overloaded")
-            .iter()
-            .all(|m| m.contains(&in_flight_for("erin"))),
-        "{}",
-        erin_run.0
-    );
+    erin_run.messages_hold("overloaded", &in_flight_for("erin"));
     assert_overloaded_retries(&py.retries("erin"), 32, &in_flight_for("erin"));
     expect_metrics(
         http,
@@ -1130,14 +1028,7 @@ fn guardrails_refuse_over_their_bounds_and_roles_log_in_as_themselves() {
         select,
         json!({"consistency": "LOCAL_QUORUM", "fetch_size": null}),
     );
-    assert!(
-        unpaged
-            .messages("invalid")
-            .iter()
-            .all(|m| m.contains("unpaged")),
-        "{}",
-        unpaged.0
-    );
+    unpaged.messages_hold("invalid", "unpaged");
     refused(unpaged, "max_page_size", &mut refusals);
     refused(
         py.run("gina", select, json!({"consistency": "LOCAL_QUORUM"})),
@@ -1348,15 +1239,7 @@ fn dry_run_forwards_what_it_would_refuse_and_still_refuses_bad_tokens() {
 
     // A token signed by another key is refused: logins are never dry run.
     let other = fx.gate.dir.join("other");
-    cql_token(&[
-        "keygen",
-        "--kid",
-        "ec-1",
-        "--alg",
-        "ES256",
-        "--out",
-        other.to_str().expect("utf-8"),
-    ]);
+    signing_key(&other);
     let forged = cql_token(&[
         "mint",
         "--key",

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use harness::cql::{self, code, Client, Response};
 use harness::{
-    cql_token, free_port, load_module_lines, repo_dir, scratch_dir, wait_for, DevServer, Nginx,
+    cql_token, free_port, load_module_lines, metric_samples, repo_dir, scrape_metrics, scratch_dir,
+    wait_for, DevServer, Nginx,
 };
 
 const ISSUER: &str = "https://idp.example.test/realms/ops";
@@ -52,41 +53,6 @@ fn prometheus_tool(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// One scrape of the handler: the body, after checking the status and content type.
-fn scrape(port: u16) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the handler");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("read the answer");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"),
-        "{head}"
-    );
-    body.to_string()
-}
-
-/// The samples of an exposition: `name{label="value",...}` → value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 /// The value of a series of the test's server, with `labels` after `server`.
@@ -150,7 +116,7 @@ impl Phase {
 
 /// Counts after `phases` phases, as the handler must show them.
 fn check_counts(text: &str, server: &str, phases: f64, audit_lines: usize) {
-    let s = samples(text);
+    let s = metric_samples(text);
     let v = |name: &str, labels: &str| value(&s, server, name, labels);
     let alice = ALICE_CONNECTIONS as f64;
     // alice's and bob's logins, two refused ones, the HTTP one.
@@ -392,8 +358,8 @@ fn two_workers_and_a_reload_count_exactly_and_prometheus_reads_it() {
     // A closed connection is counted when NGINX has finalized it: wait for that.
     let settled = |phases: f64| {
         wait_for(Duration::from_secs(10), || {
-            let text = scrape(http);
-            let s = samples(&text);
+            let text = scrape_metrics(http);
+            let s = metric_samples(&text);
             let total = s.get(&format!("cql_connections_total{{server=\"{server}\"}}"))?;
             let open = s.get(&format!("cql_connections_open{{server=\"{server}\"}}"))?;
             let lines = s.get("cql_audit_lines_total")?;
@@ -402,7 +368,7 @@ fn two_workers_and_a_reload_count_exactly_and_prometheus_reads_it() {
                 && *lines == audit_lines() as f64)
                 .then_some(text)
         })
-        .unwrap_or_else(|| panic!("the counts did not settle:\n{}", scrape(http)))
+        .unwrap_or_else(|| panic!("the counts did not settle:\n{}", scrape_metrics(http)))
     };
 
     phase.run();
@@ -484,6 +450,6 @@ fn two_workers_and_a_reload_count_exactly_and_prometheus_reads_it() {
         nginx.error_log().contains(refusal).then_some(())
     })
     .unwrap_or_else(|| panic!("no \"{refusal}\" in\n{}", nginx.error_log()));
-    check_counts(&scrape(http), &server, 2.0, audit_lines());
+    check_counts(&scrape_metrics(http), &server, 2.0, audit_lines());
     nginx.stop();
 }

@@ -16,12 +16,9 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::{keyed_hash, slots_in, window_of, HEADER_WORDS, WINDOW};
+use super::table::Table;
 
 const MAGIC: u64 = u64::from_be_bytes(*b"cqlconn1");
-const H_MAGIC: usize = 0;
-const H_SLOTS: usize = 1;
-const H_SEED: usize = 2;
 
 const TAG_SHIFT: u32 = 32;
 const FIELD: u64 = 0xffff;
@@ -69,15 +66,13 @@ pub enum CountVerdict {
 /// A region of per-key counters.
 #[derive(Clone, Copy)]
 pub struct CountZone {
-    words: &'static [AtomicU64],
-    slots: usize,
-    seed: u64,
+    table: Table,
 }
 
 impl fmt::Debug for CountZone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CountZone")
-            .field("slots", &self.slots)
+            .field("slots", &self.table.slots())
             .finish()
     }
 }
@@ -85,51 +80,31 @@ impl fmt::Debug for CountZone {
 impl CountZone {
     /// The words a region of `bytes` bytes holds.
     pub fn words_for_bytes(bytes: usize) -> usize {
-        bytes / 8
+        Table::words_for_bytes(bytes)
     }
 
     /// Lays a fresh zone out over `words`: every counter zero, keys hashed with `seed`.
     /// `None` when the region holds fewer than 64 keys.
     pub fn create(words: &'static [AtomicU64], seed: u64) -> Option<CountZone> {
-        let slots = slots_in(words.len())?;
-        for word in words.get(..HEADER_WORDS + slots)? {
-            word.store(0, Ordering::Relaxed);
-        }
-        let zone = CountZone { words, slots, seed };
-        zone.store(H_SLOTS, slots as u64);
-        zone.store(H_SEED, seed);
-        // The magic goes last: a half-written header is not mistaken for a whole one.
-        words.get(H_MAGIC)?.store(MAGIC, Ordering::Release);
-        Some(zone)
+        let table = Table::create(words, MAGIC, seed)?;
+        Some(CountZone { table })
     }
 
     /// The zone an earlier configuration laid out over `words`, every count kept; `None`
     /// when the region holds no count zone of this size.
     pub fn attach(words: &'static [AtomicU64]) -> Option<CountZone> {
-        let slots = slots_in(words.len())?;
-        let magic = words.get(H_MAGIC)?.load(Ordering::Acquire);
-        let zone = CountZone {
-            words,
-            slots,
-            seed: 0,
-        };
-        if magic != MAGIC || zone.load(H_SLOTS) != slots as u64 {
-            return None;
-        }
-        Some(CountZone {
-            seed: zone.load(H_SEED),
-            ..zone
-        })
+        let table = Table::attach(words, MAGIC)?;
+        Some(CountZone { table })
     }
 
     /// How many keys the zone holds at most.
     pub fn slots(&self) -> usize {
-        self.slots
+        self.table.slots()
     }
 
     /// The hash of a key in this zone (its seed's): computed once per key, kept by the caller.
     pub fn hash(&self, key: &[u8]) -> u64 {
-        keyed_hash(self.seed, key)
+        self.table.hash(key)
     }
 
     /// Adds one to `counter` of the key of `hash` unless it already holds `max` (at most
@@ -138,8 +113,7 @@ impl CountZone {
         let max = u64::from(max.min(MAX_COUNT));
         let tag = tag_of(hash);
         let shift = counter.shift();
-        let base = window_of(hash, self.slots);
-        let Some(window) = self.words.get(base..base + WINDOW) else {
+        let Some((base, window)) = self.table.window(hash) else {
             return CountVerdict::Full;
         };
         // Each failed exchange is another acquire's or release's success: this ends.
@@ -186,10 +160,7 @@ impl CountZone {
     /// Takes one off `counter` of the key that acquired `slot`. Never below zero; nothing
     /// when the word holds another key by now.
     pub fn release(&self, slot: Slot, counter: Counter) {
-        if slot.index < HEADER_WORDS {
-            return;
-        }
-        let Some(word) = self.words.get(slot.index) else {
+        let Some(word) = self.table.slot(slot.index) else {
             return;
         };
         let shift = counter.shift();
@@ -211,8 +182,7 @@ impl CountZone {
     /// What `counter` of the key of `hash` holds now.
     pub fn current(&self, hash: u64, counter: Counter) -> u32 {
         let tag = tag_of(hash);
-        let base = window_of(hash, self.slots);
-        let Some(window) = self.words.get(base..base + WINDOW) else {
+        let Some((_, window)) = self.table.window(hash) else {
             return 0;
         };
         window
@@ -221,16 +191,6 @@ impl CountZone {
             .filter(|w| w >> TAG_SHIFT == tag)
             .map(|w| ((w >> counter.shift()) & FIELD) as u32)
             .sum()
-    }
-
-    fn load(&self, i: usize) -> u64 {
-        self.words.get(i).map_or(0, |w| w.load(Ordering::Relaxed))
-    }
-
-    fn store(&self, i: usize, v: u64) {
-        if let Some(w) = self.words.get(i) {
-            w.store(v, Ordering::Relaxed);
-        }
     }
 }
 
@@ -256,6 +216,19 @@ mod tests {
         }
     }
 
+    /// Acquires `counter` of the key of `hash` `max` times, each held, and one more, refused
+    /// at `max`: the slots held.
+    fn fill(z: &CountZone, hash: u64, counter: Counter, max: u32) -> Vec<Slot> {
+        let slots = (0..max)
+            .map(|_| held(z.acquire(hash, counter, max)))
+            .collect();
+        assert_eq!(
+            z.acquire(hash, counter, max),
+            CountVerdict::Limited { current: max }
+        );
+        slots
+    }
+
     /// A hash whose key lands in the first window with `tag`.
     fn in_first_window(tag: u64) -> u64 {
         tag << TAG_SHIFT
@@ -265,13 +238,7 @@ mod tests {
     fn a_key_holds_up_to_its_maximum() {
         let z = zone(1024);
         let h = z.hash(b"alice");
-        let slots: Vec<Slot> = (0..3)
-            .map(|_| held(z.acquire(h, Counter::Connections, 3)))
-            .collect();
-        assert_eq!(
-            z.acquire(h, Counter::Connections, 3),
-            CountVerdict::Limited { current: 3 }
-        );
+        let slots = fill(&z, h, Counter::Connections, 3);
         assert_eq!(z.current(h, Counter::Connections), 3);
         z.release(slots[0], Counter::Connections);
         assert_eq!(z.current(h, Counter::Connections), 2);
@@ -302,13 +269,7 @@ mod tests {
             z.acquire(h, Counter::Connections, 1),
             CountVerdict::Limited { current: 1 }
         );
-        let requests: Vec<Slot> = (0..100)
-            .map(|_| held(z.acquire(h, Counter::InFlight, 100)))
-            .collect();
-        assert_eq!(
-            z.acquire(h, Counter::InFlight, 100),
-            CountVerdict::Limited { current: 100 }
-        );
+        let requests = fill(&z, h, Counter::InFlight, 100);
         assert_eq!(z.current(h, Counter::Connections), 1);
         for slot in &requests {
             z.release(*slot, Counter::InFlight);
@@ -362,7 +323,10 @@ mod tests {
         );
         z.release(Slot { index: 1, tag: 2 }, Counter::Connections);
         assert_eq!(z.current(b, Counter::Connections), 1);
-        assert_eq!(CountZone::attach(z.words).map(|z| z.slots()), Some(z.slots));
+        assert_eq!(
+            CountZone::attach(z.table.words()).map(|z| z.slots()),
+            Some(z.slots())
+        );
     }
 
     #[test]

@@ -23,12 +23,10 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::{keyed_hash, slots_in, window_of, HEADER_WORDS, WINDOW};
+use super::table::Table;
 
 const MAGIC: u64 = u64::from_be_bytes(*b"cqlrate1");
-const H_MAGIC: usize = 0;
-const H_SLOTS: usize = 1;
-const H_SEED: usize = 2;
+/// The header word after magic, slots and seed: the zone's horizon.
 const H_HORIZON: usize = 3;
 
 const TIME_BITS: u32 = 40;
@@ -116,15 +114,13 @@ pub enum RateVerdict {
 /// A region of rate buckets.
 #[derive(Clone, Copy)]
 pub struct RateZone {
-    words: &'static [AtomicU64],
-    slots: usize,
-    seed: u64,
+    table: Table,
 }
 
 impl fmt::Debug for RateZone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateZone")
-            .field("slots", &self.slots)
+            .field("slots", &self.table.slots())
             .finish()
     }
 }
@@ -132,51 +128,31 @@ impl fmt::Debug for RateZone {
 impl RateZone {
     /// The words a region of `bytes` bytes holds.
     pub fn words_for_bytes(bytes: usize) -> usize {
-        bytes / 8
+        Table::words_for_bytes(bytes)
     }
 
     /// Lays a fresh zone out over `words`: every bucket empty, keys hashed with `seed`.
     /// `None` when the region holds fewer than 64 buckets.
     pub fn create(words: &'static [AtomicU64], seed: u64) -> Option<RateZone> {
-        let slots = slots_in(words.len())?;
-        for word in words.get(..HEADER_WORDS + slots)? {
-            word.store(0, Ordering::Relaxed);
-        }
-        let zone = RateZone { words, slots, seed };
-        zone.store(H_SLOTS, slots as u64);
-        zone.store(H_SEED, seed);
-        // The magic goes last: a half-written header is not mistaken for a whole one.
-        words.get(H_MAGIC)?.store(MAGIC, Ordering::Release);
-        Some(zone)
+        let table = Table::create(words, MAGIC, seed)?;
+        Some(RateZone { table })
     }
 
     /// The zone an earlier configuration laid out over `words`, every bucket kept; `None`
     /// when the region holds no rate zone of this size.
     pub fn attach(words: &'static [AtomicU64]) -> Option<RateZone> {
-        let slots = slots_in(words.len())?;
-        let magic = words.get(H_MAGIC)?.load(Ordering::Acquire);
-        let zone = RateZone {
-            words,
-            slots,
-            seed: 0,
-        };
-        if magic != MAGIC || zone.load(H_SLOTS) != slots as u64 {
-            return None;
-        }
-        Some(RateZone {
-            seed: zone.load(H_SEED),
-            ..zone
-        })
+        let table = Table::attach(words, MAGIC)?;
+        Some(RateZone { table })
     }
 
     /// How many buckets the zone has.
     pub fn slots(&self) -> usize {
-        self.slots
+        self.table.slots()
     }
 
     /// The hash of a key in this zone (its seed's): computed once per key, kept by the caller.
     pub fn hash(&self, key: &[u8]) -> u64 {
-        keyed_hash(self.seed, key)
+        self.table.hash(key)
     }
 
     /// Counts a request of the key of `hash` at `now_us` (a monotonic clock in microseconds,
@@ -187,8 +163,7 @@ impl RateZone {
         let horizon = self.horizon(tolerance + interval);
         let tag = (hash >> TIME_BITS).max(1);
         let now = now_us & TIME_MASK;
-        let base = window_of(hash, self.slots);
-        let Some(window) = self.words.get(base..base + WINDOW) else {
+        let Some((_, window)) = self.table.window(hash) else {
             return RateVerdict::Full;
         };
         // Each failed exchange is another request's success on the same word: this ends.
@@ -228,7 +203,7 @@ impl RateZone {
     /// user of the zone that needs more (a server with a larger burst), so that no user
     /// takes another's live bucket for one set before the clock wrapped.
     fn horizon(&self, needed: u64) -> u64 {
-        let Some(word) = self.words.get(H_HORIZON) else {
+        let Some(word) = self.table.header(H_HORIZON) else {
             return needed;
         };
         let known = word.load(Ordering::Relaxed);
@@ -236,16 +211,6 @@ impl RateZone {
             word.fetch_max(needed, Ordering::Relaxed).max(needed)
         } else {
             known.min(HALF - 1)
-        }
-    }
-
-    fn load(&self, i: usize) -> u64 {
-        self.words.get(i).map_or(0, |w| w.load(Ordering::Relaxed))
-    }
-
-    fn store(&self, i: usize, v: u64) {
-        if let Some(w) = self.words.get(i) {
-            w.store(v, Ordering::Relaxed);
         }
     }
 }
@@ -279,9 +244,35 @@ mod tests {
         Rate::parse(text).expect("rate")
     }
 
+    /// A refusal: a request would be allowed again in `us`.
+    fn retry_after(us: u64) -> RateVerdict {
+        RateVerdict::Limited { retry_after_us: us }
+    }
+
+    /// Whether `verdict` refuses, however long until a request is allowed again.
+    fn limited(verdict: RateVerdict) -> bool {
+        matches!(verdict, RateVerdict::Limited { .. })
+    }
+
+    /// Sends a whole burst of the key of `hash` at `now`, `burst + 1` requests: all allowed.
+    fn spend_burst(z: &RateZone, hash: u64, r: &Rate, burst: u32, now: u64) {
+        for i in 0..=burst {
+            assert_eq!(
+                z.acquire(hash, r, burst, now),
+                RateVerdict::Allowed,
+                "request {i}"
+            );
+        }
+    }
+
     /// A hash whose key lands in the first window with `tag`.
     fn in_first_window(tag: u64) -> u64 {
         tag << TIME_BITS
+    }
+
+    /// The index of the first word of the window of `hash`.
+    fn first_slot(z: &RateZone, hash: u64) -> Option<usize> {
+        z.table.window(hash).map(|(base, _)| base)
     }
 
     #[test]
@@ -342,16 +333,8 @@ mod tests {
         let r = rate("10r/s");
         let h = z.hash(b"alice");
         assert_eq!(z.acquire(h, &r, 0, T0), RateVerdict::Allowed);
-        assert_eq!(
-            z.acquire(h, &r, 0, T0 + 30 * MS),
-            RateVerdict::Limited {
-                retry_after_us: 70 * MS
-            }
-        );
-        assert_eq!(
-            z.acquire(h, &r, 0, T0 + 100 * MS - 1),
-            RateVerdict::Limited { retry_after_us: 1 }
-        );
+        assert_eq!(z.acquire(h, &r, 0, T0 + 30 * MS), retry_after(70 * MS));
+        assert_eq!(z.acquire(h, &r, 0, T0 + 100 * MS - 1), retry_after(1));
         assert_eq!(z.acquire(h, &r, 0, T0 + 100 * MS), RateVerdict::Allowed);
         // A request every millisecond for a second: ten get through.
         let h = z.hash(b"bob");
@@ -366,29 +349,14 @@ mod tests {
         let z = zone(1024);
         let r = rate("10r/s");
         let h = z.hash(b"alice");
-        for _ in 0..6 {
-            assert_eq!(z.acquire(h, &r, 5, T0), RateVerdict::Allowed);
-        }
-        assert_eq!(
-            z.acquire(h, &r, 5, T0),
-            RateVerdict::Limited {
-                retry_after_us: 100 * MS
-            }
-        );
+        spend_burst(&z, h, &r, 5, T0);
+        assert_eq!(z.acquire(h, &r, 5, T0), retry_after(100 * MS));
         // Refusals do not push the bucket further.
         for _ in 0..100 {
-            assert!(matches!(
-                z.acquire(h, &r, 5, T0 + 50 * MS),
-                RateVerdict::Limited { .. }
-            ));
+            assert!(limited(z.acquire(h, &r, 5, T0 + 50 * MS)));
         }
         assert_eq!(z.acquire(h, &r, 5, T0 + 100 * MS), RateVerdict::Allowed);
-        assert_eq!(
-            z.acquire(h, &r, 5, T0 + 100 * MS),
-            RateVerdict::Limited {
-                retry_after_us: 100 * MS
-            }
-        );
+        assert_eq!(z.acquire(h, &r, 5, T0 + 100 * MS), retry_after(100 * MS));
         // After a quiet second the whole burst is back.
         let later = T0 + 2 * SEC;
         let allowed = (0..20)
@@ -404,23 +372,14 @@ mod tests {
         let (a, b) = (z.hash(b"alice"), z.hash(b"bob"));
         assert_ne!(a, b);
         assert_eq!(z.acquire(a, &r, 0, T0), RateVerdict::Allowed);
-        assert!(matches!(
-            z.acquire(a, &r, 0, T0),
-            RateVerdict::Limited { .. }
-        ));
+        assert!(limited(z.acquire(a, &r, 0, T0)));
         assert_eq!(z.acquire(b, &r, 0, T0), RateVerdict::Allowed);
         // Two keys in one window with other tags, too.
         let (c, d) = (in_first_window(1), in_first_window(2));
         assert_eq!(z.acquire(c, &r, 0, T0), RateVerdict::Allowed);
         assert_eq!(z.acquire(d, &r, 0, T0), RateVerdict::Allowed);
-        assert!(matches!(
-            z.acquire(c, &r, 0, T0),
-            RateVerdict::Limited { .. }
-        ));
-        assert!(matches!(
-            z.acquire(d, &r, 0, T0),
-            RateVerdict::Limited { .. }
-        ));
+        assert!(limited(z.acquire(c, &r, 0, T0)));
+        assert!(limited(z.acquire(d, &r, 0, T0)));
     }
 
     #[test]
@@ -452,10 +411,7 @@ mod tests {
             RateVerdict::Full
         );
         // The keys already there are still counted.
-        assert!(matches!(
-            z.acquire(in_first_window(3), &r, 0, T0 + 50 * MS),
-            RateVerdict::Limited { .. }
-        ));
+        assert!(limited(z.acquire(in_first_window(3), &r, 0, T0 + 50 * MS)));
         // Once their buckets idle, the newcomer takes one.
         assert_eq!(
             z.acquire(in_first_window(9), &r, 0, T0 + 100 * MS),
@@ -464,7 +420,7 @@ mod tests {
         // A key in another window never noticed.
         let elsewhere = (0..100u32)
             .map(|i| z.hash(&i.to_be_bytes()))
-            .find(|h| window_of(*h, z.slots) != window_of(in_first_window(1), z.slots))
+            .find(|h| first_slot(&z, *h) != first_slot(&z, in_first_window(1)))
             .expect("a key in another window");
         assert_eq!(z.acquire(elsewhere, &r, 0, T0), RateVerdict::Allowed);
     }
@@ -478,28 +434,15 @@ mod tests {
         // The bucket's TAT is past the wrap, the request before it.
         let before = wrap - 30 * MS;
         assert_eq!(z.acquire(h, &r, 0, before), RateVerdict::Allowed);
-        assert_eq!(
-            z.acquire(h, &r, 0, before + 10 * MS),
-            RateVerdict::Limited {
-                retry_after_us: 90 * MS
-            }
-        );
-        assert_eq!(
-            z.acquire(h, &r, 0, wrap + 10 * MS),
-            RateVerdict::Limited {
-                retry_after_us: 60 * MS
-            }
-        );
+        assert_eq!(z.acquire(h, &r, 0, before + 10 * MS), retry_after(90 * MS));
+        assert_eq!(z.acquire(h, &r, 0, wrap + 10 * MS), retry_after(60 * MS));
         assert_eq!(z.acquire(h, &r, 0, before + 100 * MS), RateVerdict::Allowed);
         // A bucket idle for almost the clock's whole span looks far ahead: it is stale.
         let h = z.hash(b"bob");
         assert_eq!(z.acquire(h, &r, 0, T0), RateVerdict::Allowed);
         let much_later = T0 + (1 << TIME_BITS) - 300 * MS;
         assert_eq!(z.acquire(h, &r, 0, much_later), RateVerdict::Allowed);
-        assert!(matches!(
-            z.acquire(h, &r, 0, much_later),
-            RateVerdict::Limited { .. }
-        ));
+        assert!(limited(z.acquire(h, &r, 0, much_later)));
     }
 
     #[test]
@@ -507,7 +450,11 @@ mod tests {
         let z = zone(1024);
         let r = rate("10r/s");
         let h = in_first_window(5);
-        let word = z.words.get(window_of(h, z.slots)).expect("word");
+        let word = z
+            .table
+            .window(h)
+            .and_then(|(_, window)| window.first())
+            .expect("word");
         for ahead in [HALF - 1, MAX_AHEAD_US, 2 * 100 * MS] {
             word.store(
                 (5 << TIME_BITS) | ((T0 + ahead) & TIME_MASK),
@@ -520,10 +467,7 @@ mod tests {
             (5 << TIME_BITS) | ((T0 + 100 * MS) & TIME_MASK),
             Ordering::Relaxed,
         );
-        assert!(matches!(
-            z.acquire(h, &r, 0, T0),
-            RateVerdict::Limited { .. }
-        ));
+        assert!(limited(z.acquire(h, &r, 0, T0)));
     }
 
     #[test]
@@ -532,19 +476,9 @@ mod tests {
         let z = zone(1024);
         let r = rate("10r/s");
         let h = z.hash(b"alice");
-        for _ in 0..11 {
-            assert_eq!(z.acquire(h, &r, 10, T0), RateVerdict::Allowed);
-        }
-        assert_eq!(
-            z.acquire(h, &r, 0, T0),
-            RateVerdict::Limited {
-                retry_after_us: 1100 * MS
-            }
-        );
-        assert!(matches!(
-            z.acquire(h, &r, 10, T0),
-            RateVerdict::Limited { .. }
-        ));
+        spend_burst(&z, h, &r, 10, T0);
+        assert_eq!(z.acquire(h, &r, 0, T0), retry_after(1100 * MS));
+        assert!(limited(z.acquire(h, &r, 10, T0)));
     }
 
     #[test]
@@ -556,10 +490,7 @@ mod tests {
         assert_eq!(z.acquire(h, &r, 0, T0), RateVerdict::Allowed);
         let again = RateZone::attach(words).expect("attached");
         assert_eq!(again.hash(b"alice"), h, "the seed is the header's");
-        assert!(matches!(
-            again.acquire(h, &r, 0, T0),
-            RateVerdict::Limited { .. }
-        ));
+        assert!(limited(again.acquire(h, &r, 0, T0)));
         // Another size, no zone at all, another kind of zone, too small.
         assert!(RateZone::attach(words.get(..512).expect("half")).is_none());
         assert!(RateZone::attach(leaked(1024)).is_none());

@@ -208,16 +208,7 @@ impl Gate {
     /// Makes a signing key (`ec-1`, ES256: quick to make) and writes `policy`.
     pub fn new(name: &str, policy: &str) -> Gate {
         let dir = super::scratch_dir(name);
-        let keys = dir.join("keys");
-        cql_token(&[
-            "keygen",
-            "--kid",
-            "ec-1",
-            "--alg",
-            "ES256",
-            "--out",
-            &path_str(&keys),
-        ]);
+        signing_key(&dir.join("keys"));
         fs::write(dir.join("policy.toml"), policy).expect("write the policy");
         Gate { dir }
     }
@@ -288,6 +279,20 @@ impl Gate {
     }
 }
 
+/// Makes a signing key `ec-1` (ES256: quick to make) in the folder `out`: `ec-1.key` and the
+/// public keys beside it.
+pub fn signing_key(out: &Path) {
+    cql_token(&[
+        "keygen",
+        "--kid",
+        "ec-1",
+        "--alg",
+        "ES256",
+        "--out",
+        &path_str(out),
+    ]);
+}
+
 fn path_str(path: &Path) -> String {
     path.to_str().expect("a UTF-8 path").to_string()
 }
@@ -296,54 +301,73 @@ fn path_str(path: &Path) -> String {
 // The Python driver, one command at a time
 // ---------------------------------------------------------------------------------------
 
-/// `tests/clients/cluster.py`: the Python driver in a process of its own, answering each
-/// JSON command with one JSON line.
+/// A Python driver script (`tests/clients/cluster.py` unless another is named) in a process
+/// of its own, answering each JSON command with one JSON line.
 pub struct PyDriver {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     stderr: PathBuf,
+    script: String,
 }
 
 impl PyDriver {
-    /// Starts the script with its arguments (`--host`, `--port`, `--token`, `--ca`, ...);
-    /// what the driver logs goes to `stderr_dir/python.log`.
+    /// Starts `tests/clients/cluster.py` with its arguments (`--host`, `--port`, `--token`,
+    /// `--ca`, ...); what the driver logs goes to `stderr_dir/python.log`.
     pub fn start(stderr_dir: &Path, args: &[&str]) -> PyDriver {
-        let stderr = stderr_dir.join("python.log");
+        PyDriver::spawn("cluster.py", stderr_dir.join("python.log"), args)
+    }
+
+    /// Starts `tests/clients/SCRIPT` with its arguments; what it logs goes to
+    /// `stderr_dir/NAME-python.log` (`NAME` is the script's name without `.py`).
+    pub fn start_script(script: &str, stderr_dir: &Path, args: &[&str]) -> PyDriver {
+        let name = script.strip_suffix(".py").unwrap_or(script);
+        let stderr = stderr_dir.join(format!("{name}-python.log"));
+        PyDriver::spawn(script, stderr, args)
+    }
+
+    fn spawn(script: &str, stderr: PathBuf, args: &[&str]) -> PyDriver {
         let log = fs::File::create(&stderr).expect("create the Python log");
         let mut child = Command::new(python())
-            .arg(repo_dir().join("tests/clients/cluster.py"))
+            .arg(repo_dir().join("tests/clients").join(script))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .expect("start cluster.py");
+            .unwrap_or_else(|e| panic!("start {script}: {e:?}"));
         let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("cluster.py stdout"));
+        let stdout = child
+            .stdout
+            .take()
+            .unwrap_or_else(|| panic!("{script} stdout"));
         PyDriver {
             child,
             stdin,
-            stdout,
+            stdout: BufReader::new(stdout),
             stderr,
+            script: script.to_string(),
         }
     }
 
     /// Sends a command; its answer (`"ok"` true or false).
     pub fn call(&mut self, command: serde_json::Value) -> serde_json::Value {
-        let stdin = self.stdin.as_mut().expect("cluster.py stdin");
+        let script = &self.script;
+        let Some(stdin) = self.stdin.as_mut() else {
+            panic!("{script} stdin");
+        };
         if writeln!(stdin, "{command}")
             .and_then(|_| stdin.flush())
             .is_err()
         {
-            panic!("cluster.py ended:\n{}", read_or_empty(&self.stderr));
+            panic!("{script} ended:\n{}", read_or_empty(&self.stderr));
         }
         let mut line = String::new();
         match self.stdout.read_line(&mut line) {
             Ok(n) if n > 0 => serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("cluster.py answered {line:?} ({e})")),
+                .unwrap_or_else(|e| panic!("{script} answered {line:?} ({e})")),
             _ => panic!(
-                "cluster.py ended on {command}:\n{}",
+                "{script} ended on {command}:\n{}",
                 read_or_empty(&self.stderr)
             ),
         }
