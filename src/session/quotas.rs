@@ -104,10 +104,12 @@ impl Quotas {
 pub(super) struct Held {
     /// Per rate limit: the key's hash in its zone.
     rates: Vec<u64>,
-    /// Per count limit: the key's hash, and the slot it holds while it counts.
+    /// Per count limit: the key's hash, and the slot its connection is counted in.
     counts: Vec<(u64, Option<Slot>)>,
-    /// Per count limit: requests of this connection counted in flight.
-    in_flight: Vec<u32>,
+    /// Per count limit: the slots this connection's requests in flight are counted in, with
+    /// how many in each. One slot, but for a key whose first acquires in two workers raced
+    /// into two: each request is given back where it was counted.
+    in_flight: Vec<Vec<(Slot, u32)>>,
 }
 
 impl Session {
@@ -171,7 +173,7 @@ impl Session {
         for limit in &quotas.counts {
             let Some(zone) = limit.zone.memory() else {
                 held.counts.push((0, None));
-                held.in_flight.push(0);
+                held.in_flight.push(Vec::new());
                 continue;
             };
             let hash = hash_of(&limit.zone.key, &|k| zone.hash(k));
@@ -198,7 +200,7 @@ impl Session {
                 }
             }
             held.counts.push((hash, slot));
-            held.in_flight.push(0);
+            held.in_flight.push(Vec::new());
         }
         self.held = held;
         match refusal {
@@ -268,12 +270,10 @@ impl Session {
                 }
                 CountVerdict::Full => (None, Some(full(&limit.zone.name, "request"))),
             };
-            if let Some(slot) = slot {
-                if let (Some(entry), Some(n)) =
-                    (self.held.counts.get_mut(i), self.held.in_flight.get_mut(i))
-                {
-                    entry.1 = Some(slot);
-                    *n += 1;
+            if let (Some(slot), Some(held)) = (slot, self.held.in_flight.get_mut(i)) {
+                match held.iter_mut().find(|(s, _)| *s == slot) {
+                    Some((_, n)) => *n += 1,
+                    None => held.push((slot, 1)),
                 }
             }
             if let Some(reason) = reason {
@@ -302,14 +302,10 @@ impl Session {
         if limit.counter != Counter::InFlight {
             return;
         }
-        let (Some(zone), Some((_, Some(slot))), Some(n)) = (
-            limit.zone.memory(),
-            self.held.counts.get(i),
-            self.held.in_flight.get_mut(i),
-        ) else {
+        let (Some(zone), Some(held)) = (limit.zone.memory(), self.held.in_flight.get_mut(i)) else {
             return;
         };
-        if *n > 0 {
+        if let Some((slot, n)) = held.iter_mut().find(|(_, n)| *n > 0) {
             *n -= 1;
             zone.release(*slot, Counter::InFlight);
         }
@@ -326,17 +322,15 @@ impl Session {
     pub(super) fn release_quotas(&mut self) {
         let counts = &self.config.quotas.counts;
         for (i, limit) in counts.iter().enumerate() {
-            let (Some(zone), Some((_, Some(slot)))) =
-                (limit.zone.memory(), self.held.counts.get(i))
-            else {
+            let Some(zone) = limit.zone.memory() else {
                 continue;
             };
-            match limit.counter {
-                Counter::Connections => zone.release(*slot, Counter::Connections),
-                Counter::InFlight => {
-                    for _ in 0..self.held.in_flight.get(i).copied().unwrap_or(0) {
-                        zone.release(*slot, Counter::InFlight);
-                    }
+            if let Some((_, Some(slot))) = self.held.counts.get(i) {
+                zone.release(*slot, Counter::Connections);
+            }
+            for &(slot, n) in self.held.in_flight.get(i).map_or(&[][..], Vec::as_slice) {
+                for _ in 0..n {
+                    zone.release(slot, Counter::InFlight);
                 }
             }
         }
