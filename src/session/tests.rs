@@ -243,6 +243,16 @@ fn startup_body() -> Vec<u8> {
     b
 }
 
+/// Cassandra's AUTHENTICATE body when it wants a password login.
+fn password_authenticator() -> Vec<u8> {
+    let mut class = Vec::new();
+    write::string(
+        &mut class,
+        "org.apache.cassandra.auth.PasswordAuthenticator",
+    );
+    class
+}
+
 /// A connection: the session between a client and a server, each reading what reaches it.
 struct Wire {
     session: Session,
@@ -320,6 +330,14 @@ impl Wire {
         assert!(up.is_empty(), "the token never reaches the server");
         assert_eq!(down.len(), 1);
         assert_eq!(down[0].header.opcode, Opcode::AuthSuccess, "{:?}", down[0]);
+    }
+
+    /// STARTUP, and Cassandra's AUTHENTICATE for a password login; returns what reached the
+    /// client.
+    fn start_with_a_password_upstream(&mut self) -> Vec<Frame> {
+        self.client_sends(1, Opcode::Startup, &startup_body());
+        let (_, down) = self.server_sends(1, Opcode::Authenticate, &password_authenticator());
+        down
     }
 
     fn both_start_segments(&mut self) {
@@ -475,13 +493,7 @@ fn with_a_password_authenticator_upstream_the_proxy_logs_in_with_the_service_cre
             .session(),
             version,
         );
-        w.client_sends(1, Opcode::Startup, &startup_body());
-        let mut class = Vec::new();
-        write::string(
-            &mut class,
-            "org.apache.cassandra.auth.PasswordAuthenticator",
-        );
-        let (_, down) = w.server_sends(1, Opcode::Authenticate, &class);
+        let down = w.start_with_a_password_upstream();
         assert_eq!(down[0].header.opcode, Opcode::Authenticate);
         w.both_start_segments();
         let tok = token("alice", NOW + 600);
@@ -540,12 +552,9 @@ fn a_certificate_identity_needs_no_password() {
         5,
     );
     w.client_sends(1, Opcode::Startup, &startup_body());
-    let mut class = Vec::new();
-    write::string(
-        &mut class,
-        "org.apache.cassandra.auth.PasswordAuthenticator",
-    );
-    let bytes = w.server.write(1, Opcode::Authenticate, &class);
+    let bytes = w
+        .server
+        .write(1, Opcode::Authenticate, &password_authenticator());
     assert_eq!(w.session.feed(S2C, &bytes, NOW), Action::Replace);
     assert!(
         !w.session.has_output(S2C),
@@ -1899,13 +1908,7 @@ fn a_role_logs_in_to_cassandra_as_its_own_login_and_others_as_the_service() {
             .session(),
             4,
         );
-        w.client_sends(1, Opcode::Startup, &startup_body());
-        let mut class = Vec::new();
-        write::string(
-            &mut class,
-            "org.apache.cassandra.auth.PasswordAuthenticator",
-        );
-        w.server_sends(1, Opcode::Authenticate, &class);
+        w.start_with_a_password_upstream();
         let tok = token(user, NOW + 600);
         let (up, _) = w.client_sends(2, Opcode::AuthResponse, &auth_response_body(user, &tok));
         assert_eq!(up.len(), 1);
@@ -1986,13 +1989,7 @@ fn a_login_cassandra_refused_and_tried_again_holds_one_connection() {
             .unwrap()
             .current(key, crate::limits::Counter::Connections)
     };
-    w.client_sends(1, Opcode::Startup, &startup_body());
-    let mut class = Vec::new();
-    write::string(
-        &mut class,
-        "org.apache.cassandra.auth.PasswordAuthenticator",
-    );
-    w.server_sends(1, Opcode::Authenticate, &class);
+    w.start_with_a_password_upstream();
     let tok = token("alice", NOW + 600);
     w.client_sends(2, Opcode::AuthResponse, &auth_response_body("alice", &tok));
     assert_eq!(held(), 1);
