@@ -222,7 +222,7 @@ fn resource<'a>(p: &mut Parser<'a>) -> PResult<Resource<'a>> {
 
 /// A function signature's types in GRANT: `(int, text)`.
 fn arg_list(p: &mut Parser<'_>) -> PResult<String> {
-    super::ddl::arg_types(p, false)
+    super::types::arg_types(p, false)
 }
 
 /// `GRANT perms ON resource TO role`, `REVOKE perms ON resource FROM role`,

@@ -18,6 +18,7 @@ mod dcl;
 mod ddl;
 mod describe;
 mod dml;
+mod types;
 
 /// Deepest bracket nesting accepted in an expression or type.
 pub const MAX_NESTING: u32 = 64;
