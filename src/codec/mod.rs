@@ -62,6 +62,17 @@
 //! `primitives` (the protocol's notation types as `nom` parsers), `messages` (typed bodies),
 //! `encode` (writers), `error`.
 
+// A worker must never panic on a peer's bytes: with `panic = "abort"` a panic kills it.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
 pub mod compression;
 pub mod crc;
 pub mod encode;

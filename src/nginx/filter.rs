@@ -59,12 +59,12 @@ pub(super) struct Ctx {
     closing: bool,
     /// Bytes of the proxy's own that NGINX is still sending, oldest first: toward the
     /// server, toward the client.
-    inflight: [VecDeque<Inflight>; 2],
+    inflight: Flows<VecDeque<Inflight>>,
     /// Buffers of NGINX's proxy not yet fed to the session, oldest first: from the client,
     /// from the server. While a buffer waits here NGINX's proxy cannot reuse it, so it stops
     /// reading that peer once its `proxy_buffer_size` is full: the back-pressure of a plain
     /// `proxy_pass`.
-    held: [VecDeque<*mut ngx_buf_t>; 2],
+    held: Flows<VecDeque<*mut ngx_buf_t>>,
     /// Sent buffers (NGINX's buffer header and the bytes), reused for the next output, so
     /// that an output allocates nothing in the steady state.
     spare: Vec<Inflight>,
@@ -84,11 +84,30 @@ struct Inflight {
 const SPARE_BUFFERS: usize = 4;
 const SPARE_CAPACITY: usize = 64 * 1024;
 
-/// Index of a direction in [`Ctx::inflight`] and [`Ctx::held`] (the flow the bytes take).
-fn index(flow: Direction) -> usize {
-    match flow {
-        Direction::ClientToServer => 0,
-        Direction::ServerToClient => 1,
+/// One of each per flow of bytes ([`Ctx::inflight`], [`Ctx::held`]).
+#[derive(Default)]
+struct Flows<T> {
+    client_to_server: T,
+    server_to_client: T,
+}
+
+impl<T> Flows<T> {
+    fn of(&self, flow: Direction) -> &T {
+        match flow {
+            Direction::ClientToServer => &self.client_to_server,
+            Direction::ServerToClient => &self.server_to_client,
+        }
+    }
+
+    fn of_mut(&mut self, flow: Direction) -> &mut T {
+        match flow {
+            Direction::ClientToServer => &mut self.client_to_server,
+            Direction::ServerToClient => &mut self.server_to_client,
+        }
+    }
+
+    fn both_mut(&mut self) -> [&mut T; 2] {
+        [&mut self.client_to_server, &mut self.server_to_client]
     }
 }
 
@@ -139,8 +158,8 @@ unsafe fn create_ctx<'a>(s: *mut ngx_stream_session_t, conf: &SrvConf) -> Option
     let ctx = Box::into_raw(Box::new(Ctx {
         session,
         closing: false,
-        inflight: [VecDeque::new(), VecDeque::new()],
-        held: [VecDeque::new(), VecDeque::new()],
+        inflight: Flows::default(),
+        held: Flows::default(),
         spare: Vec::new(),
         audit,
         deadline: core::mem::zeroed(),
@@ -210,7 +229,7 @@ unsafe fn peer(s: *mut ngx_stream_session_t) -> Peer {
             return String::new();
         }
         let n = ngx::ffi::ngx_sock_ntop(sa, len, text.as_mut_ptr(), text.len(), 1);
-        String::from_utf8_lossy(&text[..n.min(text.len())]).into_owned()
+        String::from_utf8_lossy(text.get(..n).unwrap_or(&text)).into_owned()
     };
     let client = address((*c).sockaddr, (*c).socklen);
     let server = if ngx::ffi::ngx_connection_local_sockaddr(c, null_mut(), 0) == NGX_OK as ngx_int_t
@@ -390,7 +409,6 @@ unsafe fn filter(
     // Links whose bytes go on as they came are forwarded in runs; a link the session
     // replaced is marked sent and its replacement goes in its place; a link that finds the
     // queue full waits in `held`, and so does every data link after it.
-    let queue = index(direction);
     let mut run = chain;
     let mut prev: *mut ngx_chain_t = null_mut();
     let mut cl = chain;
@@ -401,11 +419,11 @@ unsafe fn filter(
                 return close(s, &"cannot inspect a file buffer");
             }
             if !buf.pos.is_null() && buf.pos < buf.last {
-                if !ctx.held[queue].is_empty() || ctx.full(direction) {
+                if !ctx.held.of(direction).is_empty() || ctx.full(direction) {
                     if forward_run(s, run, prev, cl, from_upstream) == ERROR {
                         return ERROR;
                     }
-                    ctx.hold(queue, cl);
+                    ctx.hold(direction, cl);
                     return OK;
                 }
                 let len = buf.last.offset_from(buf.pos) as usize;
@@ -493,7 +511,7 @@ impl Ctx {
 
     /// Releases the buffers NGINX has finished sending (it sends each direction in order).
     fn reclaim(&mut self) {
-        for queue in &mut self.inflight {
+        for queue in self.inflight.both_mut() {
             while let Some(front) = queue.front() {
                 if front.buf.pos < front.buf.last {
                     break;
@@ -510,7 +528,8 @@ impl Ctx {
 
     /// Bytes of the proxy's own handed to NGINX toward `flow`'s peer and not yet sent.
     fn unsent(&self, flow: Direction) -> usize {
-        self.inflight[index(flow)]
+        self.inflight
+            .of(flow)
             .iter()
             .map(|f| unsafe { f.buf.last.offset_from(f.buf.pos) }.max(0) as usize)
             .sum()
@@ -536,13 +555,14 @@ impl Ctx {
         }
     }
 
-    /// Keeps the data links from `cl` on for later, in `queue`: NGINX's proxy keeps their
-    /// buffers busy until they are marked sent, so it reads no more than its buffer holds.
-    unsafe fn hold(&mut self, queue: usize, mut cl: *mut ngx_chain_t) {
+    /// Keeps the data links from `cl` on for later, in `direction`'s queue: NGINX's proxy
+    /// keeps their buffers busy until they are marked sent, so it reads no more than its
+    /// buffer holds.
+    unsafe fn hold(&mut self, direction: Direction, mut cl: *mut ngx_chain_t) {
         while let Some(link) = cl.as_ref() {
             if let Some(buf) = link.buf.as_ref() {
                 if !buf.pos.is_null() && buf.pos < buf.last {
-                    self.held[queue].push_back(link.buf);
+                    self.held.of_mut(direction).push_back(link.buf);
                 }
             }
             cl = link.next;
@@ -553,13 +573,12 @@ impl Ctx {
     /// read on from the peer whose buffers were taken.
     unsafe fn resume(&mut self, s: *mut ngx_stream_session_t, now: u64) -> ngx_int_t {
         for direction in [Direction::ClientToServer, Direction::ServerToClient] {
-            let queue = index(direction);
             let mut resumed = false;
-            while let Some(&buf) = self.held[queue].front() {
+            while let Some(&buf) = self.held.of(direction).front() {
                 if self.full(direction) {
                     break;
                 }
-                self.held[queue].pop_front();
+                self.held.of_mut(direction).pop_front();
                 resumed = true;
                 let up = ngx_uint_t::from(direction == Direction::ServerToClient);
                 let len = (*buf).last.offset_from((*buf).pos).max(0) as usize;
@@ -638,7 +657,7 @@ impl Ctx {
             next: null_mut(),
         };
         let up = ngx_uint_t::from(flow == Direction::ServerToClient);
-        self.inflight[index(flow)].push_back(Inflight { buf, data });
+        self.inflight.of_mut(flow).push_back(Inflight { buf, data });
         let rc = next(s, &mut link, up);
         self.reclaim();
         rc
@@ -694,7 +713,7 @@ impl Ctx {
             }
         }
         consume(chain);
-        for queue in &mut self.held {
+        for queue in self.held.both_mut() {
             for buf in queue.drain(..) {
                 (*buf).pos = (*buf).last;
             }

@@ -15,6 +15,17 @@
 //!
 //! Nothing outside this folder sees an NGINX type.
 
+// A worker must never panic on a peer's bytes: with `panic = "abort"` a panic kills it.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
 mod audit_log;
 mod config;
 mod filter;
