@@ -204,10 +204,10 @@ pub fn write_unsupported_version(requested: u8, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::header::Direction;
     use crate::codec::messages::{AuthToken, Authenticate, Message, ResultBody, SaslPlain};
     use crate::codec::reader::{Event, FrameReader};
     use crate::codec::segment::{reframe_without, write_segment};
+    use crate::codec::Direction;
 
     /// Reads back what was written, capturing every body.
     fn read_back(f: &Framing, bytes: &[u8], dir: Direction) -> Vec<(Header, Vec<u8>)> {

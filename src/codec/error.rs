@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use super::header::Direction;
+use super::direction::Direction;
 
 /// Why the codec refused some bytes. The session decides what to do with it: most errors close the
 /// connection with an error-log line; [`CodecError::UnsupportedVersion`] is answered first with a

@@ -8,6 +8,7 @@
 //! ```
 //! The high bit of `version` is the direction (set on responses).
 
+use super::direction::Direction;
 use super::error::CodecError;
 
 /// Length of an envelope header in v3, v4 and v5.
@@ -18,22 +19,6 @@ pub const MIN_VERSION: u8 = 3;
 pub const MAX_VERSION: u8 = 5;
 /// The direction bit of the version byte.
 pub const RESPONSE_BIT: u8 = 0x80;
-
-/// Which way bytes flow on a proxied connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Requests, from the client (driver) to Cassandra.
-    ClientToServer,
-    /// Responses and events, from Cassandra to the client.
-    ServerToClient,
-}
-
-impl Direction {
-    /// Whether envelopes flowing this way have the response bit set.
-    pub fn is_response(self) -> bool {
-        matches!(self, Direction::ServerToClient)
-    }
-}
 
 /// Envelope flags (second header byte).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -75,6 +75,7 @@
 
 pub mod compression;
 pub mod crc;
+pub mod direction;
 pub mod encode;
 pub mod error;
 pub mod header;
@@ -84,8 +85,9 @@ pub mod reader;
 pub mod segment;
 
 pub use compression::Compression;
+pub use direction::Direction;
 pub use encode::{write_unsupported_version, Framing};
 pub use error::CodecError;
-pub use header::{Direction, Flags, Header, Opcode};
+pub use header::{Flags, Header, Opcode};
 pub use reader::{Event, FrameReader};
 pub use segment::SegmentHeader;

@@ -7,8 +7,9 @@
 
 use super::compression::{decompress_body, decompress_lz4_block, Compression};
 use super::crc::PayloadCrc;
+use super::direction::Direction;
 use super::error::CodecError;
-use super::header::{check_first_byte, parse_header, Direction, Header, HEADER_LEN};
+use super::header::{check_first_byte, parse_header, Header, HEADER_LEN};
 use super::segment::{SegmentHeader, CRC32_LEN, MAX_PAYLOAD};
 
 /// Buffers larger than this are released when the reader goes idle.
