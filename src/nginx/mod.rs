@@ -16,15 +16,8 @@
 //! Nothing outside this folder sees an NGINX type.
 
 // A worker must never panic on a peer's bytes: with `panic = "abort"` a panic kills it.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic
-    )
-)]
+#![cfg_attr(not(test), deny(clippy::indexing_slicing, clippy::panic))]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod audit_log;
 mod config;
