@@ -8,13 +8,19 @@
 //! rendered for each line), `execute_*` an EXECUTE of a prepared id (rendered at the first
 //! one, then copied). Before the runs, the heap allocations of one request are counted and
 //! printed (`allocations per request`).
+//!
+//! `escape/*` (`cargo bench --bench audit -- escape`): the line writer's JSON string escaper
+//! against `serde_json::to_writer` (its `Serializer` with the compact formatter, the crate's
+//! public way to write one escaped string), each appending to a reused buffer, on the values
+//! a line holds: a principal, a statement with quotes and a line break, a long one with
+//! non-ASCII text, and a string of control characters.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use ngx_stream_cql_module::audit::{self, Format, Peer};
 use ngx_stream_cql_module::codec::{encode::Framing, Opcode};
 use ngx_stream_cql_module::identity::{JwtSettings, JwtValidator};
@@ -226,5 +232,62 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The strings of the escape benchmark: (name, value).
+fn escape_inputs() -> Vec<(&'static str, String)> {
+    let principal = "organization:acme-inc:pipeline:shop:ref:refs/heads/main:commit:\
+                     9f31820c4b7e2d1a0f5e6b3c8d9a7f2e1b0c4d5e:step:migrate"
+        .to_string();
+    let statement = "INSERT INTO shop.orders (id, customer, status, note, total) VALUES \
+                     (?, 'acme-inc', 'paid', 'the \"express\" option, one gift wrap', 129.90)\n\
+                     USING TTL 604800 AND TIMESTAMP 1795253400123000 IF NOT EXISTS;"
+        .to_string();
+    assert_eq!(statement.len(), 200);
+    let row = "INSERT INTO shop.reviews (id, author, body) VALUES (uuid(), 'Zoë Ångström', \
+               'Très bon café, livré à l’heure — merci ! 東京から 🚀');\n";
+    let mut long = String::new();
+    while long.len() + row.len() <= 2048 {
+        long.push_str(row);
+    }
+    for c in "pad é".chars().cycle() {
+        if long.len() + c.len_utf8() > 2048 {
+            break;
+        }
+        long.push(c);
+    }
+    let controls: String = (0u8..0x20).cycle().take(256).map(char::from).collect();
+    vec![
+        ("principal", principal),
+        ("statement_200b", statement),
+        ("statement_2k_utf8", long),
+        ("controls", controls),
+    ]
+}
+
+fn escape(c: &mut Criterion) {
+    let mut group = c.benchmark_group("escape");
+    for (name, value) in escape_inputs() {
+        let mut out = Vec::new();
+        audit::json_string(&mut out, &value);
+        let parsed: String = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed, value, "{name}: the escaped string reads back");
+        group.throughput(Throughput::Bytes(value.len() as u64));
+        group.bench_function(format!("{name}_module"), |b| {
+            b.iter(|| {
+                out.clear();
+                audit::json_string(&mut out, black_box(&value));
+                black_box(out.len())
+            })
+        });
+        group.bench_function(format!("{name}_serde_json"), |b| {
+            b.iter(|| {
+                out.clear();
+                serde_json::to_writer(&mut out, black_box(value.as_str())).unwrap();
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, escape);
 criterion_main!(benches);

@@ -19,7 +19,7 @@ mod reference;
 mod time;
 
 pub use cache::PreparedSubjects;
-pub use format::{hex, write_hex, Renderer, Subject};
+pub use format::{hex, string as json_string, write_hex, Renderer, Subject};
 pub use redact::redact;
 pub use time::{iso8601_ms, iso8601_ms_bytes};
 
