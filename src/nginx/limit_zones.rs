@@ -63,7 +63,7 @@ impl Zones {
         Some(zone.limit.clone())
     }
 
-    /// Whether a zone of the other directive has this name.
+    /// Whether any limit zone, of either directive, has this name.
     fn any(&self, name: &str) -> bool {
         self.rates.iter().any(|z| z.limit.name == name)
             || self.counts.iter().any(|z| z.limit.name == name)

@@ -1570,6 +1570,24 @@ fn count_zone(name: &str) -> Rc<LimitZone<crate::limits::CountZone>> {
     Rc::new(zone)
 }
 
+/// Limits of one count cap over a zone of its own, and the zone.
+fn one_cap(
+    name: &str,
+    counter: crate::limits::Counter,
+    max: u32,
+) -> (Rc<LimitZone<crate::limits::CountZone>>, Quotas) {
+    let zone = count_zone(name);
+    let quotas = Quotas {
+        rates: Vec::new(),
+        counts: vec![CountLimit {
+            zone: zone.clone(),
+            counter,
+            max,
+        }],
+    };
+    (zone, quotas)
+}
+
 /// Two sessions of one server share its limits, as two workers share a zone.
 fn server_with(quotas: Quotas, dry_run: bool) -> (Rc<Config>, Rc<RefCell<Shared>>) {
     let session = Setup {
@@ -1652,15 +1670,7 @@ fn over_its_rate_an_identity_is_answered_overloaded_and_others_are_not() {
 
 #[test]
 fn requests_in_flight_are_capped_across_connections_and_freed_by_answers_and_ends() {
-    let zone = count_zone("inflight");
-    let quotas = Quotas {
-        rates: Vec::new(),
-        counts: vec![CountLimit {
-            zone: zone.clone(),
-            counter: crate::limits::Counter::InFlight,
-            max: 2,
-        }],
-    };
+    let (zone, quotas) = one_cap("inflight", crate::limits::Counter::InFlight, 2);
     let server = server_with(quotas, false);
     let mut one = wire_of(&server, "alice");
     let mut two = wire_of(&server, "alice");
@@ -1692,15 +1702,7 @@ fn requests_in_flight_are_capped_across_connections_and_freed_by_answers_and_end
 
 #[test]
 fn over_its_connection_cap_a_login_is_answered_overloaded_and_the_connection_ends() {
-    let zone = count_zone("conns");
-    let quotas = Quotas {
-        rates: Vec::new(),
-        counts: vec![CountLimit {
-            zone: zone.clone(),
-            counter: crate::limits::Counter::Connections,
-            max: 1,
-        }],
-    };
+    let (zone, quotas) = one_cap("conns", crate::limits::Counter::Connections, 1);
     let server = server_with(quotas, false);
     let first = wire_of(&server, "alice");
     let _bob = wire_of(&server, "bob");
@@ -1965,15 +1967,7 @@ fn an_id_another_identity_prepared_is_bound_by_the_executing_identitys_guardrail
 
 #[test]
 fn a_login_cassandra_refused_and_tried_again_holds_one_connection() {
-    let zone = count_zone("conns");
-    let quotas = Quotas {
-        rates: Vec::new(),
-        counts: vec![CountLimit {
-            zone: zone.clone(),
-            counter: crate::limits::Counter::Connections,
-            max: 1,
-        }],
-    };
+    let (zone, quotas) = one_cap("conns", crate::limits::Counter::Connections, 1);
     let mut w = Wire::new(
         Setup {
             login: true,
