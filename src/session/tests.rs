@@ -1702,7 +1702,7 @@ fn requests_in_flight_are_capped_across_connections_and_freed_by_answers_and_end
 
 #[test]
 fn over_its_connection_cap_a_login_is_answered_overloaded_and_the_connection_ends() {
-    let (zone, quotas) = one_cap("conns", crate::limits::Counter::Connections, 1);
+    let (_, quotas) = one_cap("conns", crate::limits::Counter::Connections, 1);
     let server = server_with(quotas, false);
     let first = wire_of(&server, "alice");
     let _bob = wire_of(&server, "bob");
