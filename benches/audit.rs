@@ -26,7 +26,7 @@ use ngx_stream_cql_module::codec::{encode::Framing, Opcode};
 use ngx_stream_cql_module::identity::{JwtSettings, JwtValidator};
 use ngx_stream_cql_module::policy::Policy;
 use ngx_stream_cql_module::session::{
-    Action, AuthMode, Capacities, Config, Direction, Session, Shared,
+    Action, AuthMode, Capacities, Config, Direction, Now, Output, Session, Shared,
 };
 
 /// The system allocator, counting allocations.
@@ -129,17 +129,35 @@ fn prepare(s: &mut Session, text: &str) {
     body.extend_from_slice(text.as_bytes());
     let mut buf = Vec::new();
     f.write_message(2, Opcode::Prepare, &body, &mut buf);
-    let _ = s.feed(Direction::ClientToServer, &buf, NOW);
-    let _ = s.take_output(Direction::ClientToServer, Vec::new());
+    let _ = s.feed(Direction::ClientToServer, &buf, at());
+    drain(s);
     let mut result = 4i32.to_be_bytes().to_vec();
     result.extend_from_slice(&(ID.len() as u16).to_be_bytes());
     result.extend_from_slice(ID);
     result.extend_from_slice(&[0; 12]);
     buf.clear();
     f.write_message(2, Opcode::Result, &result, &mut buf);
-    let _ = s.feed(Direction::ServerToClient, &buf, NOW);
-    let _ = s.take_output(Direction::ServerToClient, Vec::new());
-    s.drain_audit(|_| {});
+    let _ = s.feed(Direction::ServerToClient, &buf, at());
+    drain(s);
+}
+
+/// The time of the bench's calls.
+fn at() -> Now {
+    Now {
+        unix_ms: NOW * 1000,
+        monotonic_us: 0,
+    }
+}
+
+/// Polls everything `s` gives; returns the bytes toward the client.
+fn drain(s: &mut Session) -> Vec<u8> {
+    let (mut buf, mut to_client) = (Vec::new(), Vec::new());
+    while let Some(output) = s.poll_output(&mut buf) {
+        if output == Output::Send(Direction::ServerToClient) {
+            to_client.append(&mut buf);
+        }
+    }
+    to_client
 }
 
 /// A logged-in session of `config`.
@@ -152,28 +170,26 @@ fn session(config: Rc<Config>) -> Session {
             client: "127.0.0.1:50000".into(),
             server: "127.0.0.1:9042".into(),
         },
-        NOW * 1000,
-        0,
+        at(),
     );
     let f = Framing::envelopes(4);
     let mut buf = Vec::new();
     f.write_startup(0, &[("CQL_VERSION", "3.0.0")], &mut buf);
-    let _ = s.feed(Direction::ClientToServer, &buf, NOW);
-    let _ = s.take_output(Direction::ClientToServer, Vec::new());
+    let _ = s.feed(Direction::ClientToServer, &buf, at());
+    drain(&mut s);
     buf.clear();
     f.write_ready(0, &mut buf);
-    let _ = s.feed(Direction::ServerToClient, &buf, NOW);
-    let _ = s.take_output(Direction::ServerToClient, Vec::new());
+    let _ = s.feed(Direction::ServerToClient, &buf, at());
+    drain(&mut s);
     buf.clear();
     f.write_auth_response_plain(0, "svc-shop", &token(), &mut buf);
-    let _ = s.feed(Direction::ClientToServer, &buf, NOW);
-    let answer = s.take_output(Direction::ServerToClient, Vec::new());
+    let _ = s.feed(Direction::ClientToServer, &buf, at());
+    let answer = drain(&mut s);
     assert_eq!(
         answer.get(4),
         Some(&(Opcode::AuthSuccess as u8)),
         "logged in"
     );
-    s.drain_audit(|_| {});
     s
 }
 
@@ -200,12 +216,17 @@ fn bench(c: &mut Criterion) {
             let mut spare = Vec::new();
             let mut written = 0usize;
             let round = |s: &mut Session, spare: &mut Vec<u8>, written: &mut usize| {
-                let action = s.feed(Direction::ClientToServer, black_box(&request), NOW);
+                let action = s.feed(Direction::ClientToServer, black_box(&request), at());
                 debug_assert_eq!(action, Action::Replace);
-                *spare = s.take_output(Direction::ClientToServer, core::mem::take(spare));
-                let action = s.feed(Direction::ServerToClient, black_box(&response), NOW);
+                while let Some(output) = s.poll_output(spare) {
+                    debug_assert_eq!(output, Output::Send(Direction::ClientToServer));
+                }
+                let action = s.feed(Direction::ServerToClient, black_box(&response), at());
                 debug_assert_eq!(action, Action::Forward);
-                s.drain_audit(|lines| *written += lines.len());
+                while let Some(output) = s.poll_output(spare) {
+                    debug_assert_eq!(output, Output::Audit);
+                    *written += spare.len();
+                }
             };
             // Warm (buffers grown, the prepared statement rendered), then count.
             for _ in 0..100 {

@@ -17,7 +17,7 @@ use ngx_stream_cql_module::codec::primitives::write;
 use ngx_stream_cql_module::codec::segment::write_segment;
 use ngx_stream_cql_module::codec::{Direction, Event, FrameReader, Framing, Header, Opcode};
 use ngx_stream_cql_module::policy::{DecisionCache, Policy, RoleSet};
-use ngx_stream_cql_module::session::{Action, Session};
+use ngx_stream_cql_module::session::{Action, Now, Output, Session};
 
 /// The statements the client may send.
 const TEXTS: [&str; 10] = [
@@ -251,7 +251,7 @@ fn execute_body(id: &[u8], version: u8) -> Vec<u8> {
 
 /// Plays `script` between a client and the model server through `s`, which has just logged
 /// the client in (`segments`: v5 framing from now on).
-pub fn play(s: &mut Session, version: u8, mut script: &[u8], now: u64) {
+pub fn play(s: &mut Session, version: u8, mut script: &[u8], now: Now) {
     thread_local! {
         static MODEL_POLICY: Rc<Policy> = Rc::new(Policy::parse(POLICY).expect("policy"));
     }
@@ -341,12 +341,15 @@ pub fn play(s: &mut Session, version: u8, mut script: &[u8], now: u64) {
         let chunk = usize::from(arg % 7) * 9 + 1;
         for piece in bytes.chunks(chunk) {
             let action = s.feed(from, piece, now);
-            let mut up = s.take_output(Direction::ClientToServer, Vec::new());
+            let Polled {
+                mut up,
+                mut down,
+                ended,
+            } = poll(s);
             if action == Action::Forward && from == Direction::ClientToServer {
                 up.extend_from_slice(piece);
             }
             server.receive(&up);
-            let mut down = s.take_output(Direction::ServerToClient, Vec::new());
             if action == Action::Forward && from == Direction::ServerToClient {
                 down.extend_from_slice(piece);
             }
@@ -362,10 +365,34 @@ pub fn play(s: &mut Session, version: u8, mut script: &[u8], now: u64) {
                 }
                 rest = &rest[used..];
             }
-            s.drain_audit(|lines| assert!(lines.ends_with(b"\n")));
-            if !matches!(action, Action::Forward | Action::Replace) {
+            if ended {
                 return;
             }
         }
     }
+}
+
+/// What the session gave after a call, polled as the filter polls it: the bytes toward the
+/// server and toward the client, and whether the connection ended. Every audit write is
+/// whole lines.
+#[derive(Default)]
+pub struct Polled {
+    pub up: Vec<u8>,
+    pub down: Vec<u8>,
+    pub ended: bool,
+}
+
+pub fn poll(s: &mut Session) -> Polled {
+    let mut polled = Polled::default();
+    let mut buf = Vec::new();
+    while let Some(output) = s.poll_output(&mut buf) {
+        match output {
+            Output::Send(Direction::ClientToServer) => polled.up.append(&mut buf),
+            Output::Send(Direction::ServerToClient) => polled.down.append(&mut buf),
+            Output::Audit => assert!(buf.ends_with(b"\n")),
+            Output::Notice(_) => {}
+            Output::Refuse(_) | Output::Close(_) => polled.ended = true,
+        }
+    }
+    polled
 }

@@ -30,11 +30,11 @@ use ngx::ffi::{
     ngx_parse_time, ngx_pcalloc, ngx_pool_cleanup_add, ngx_str_t, ngx_stream_conf_ctx_t,
     ngx_stream_core_main_conf_t, ngx_stream_core_module, ngx_stream_core_srv_conf_t,
     ngx_syslog_add_header, ngx_syslog_peer_t, ngx_syslog_process_conf, ngx_syslog_send,
-    ngx_test_config, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_test_config, NGX_ERROR, NGX_OK,
 };
-use ngx::ngx_log_error;
 
 use super::config::{self, At};
+use super::error_log::{self, Level};
 use crate::audit::Format;
 
 /// Where one server's audit lines go.
@@ -383,21 +383,19 @@ unsafe fn write_fd(file: *mut ngx_open_file_t, bytes: &[u8], log: *mut ngx_log_t
     }
     if n < 0 {
         let err = std::io::Error::last_os_error();
-        ngx_log_error!(
-            NGX_LOG_ALERT,
+        error_log::write(
             log,
-            "cql: write() to audit log \"{}\" failed: {}",
-            name,
-            err
+            Level::Alert,
+            format_args!("cql: write() to audit log \"{name}\" failed: {err}"),
         );
     } else if n as usize != bytes.len() {
-        ngx_log_error!(
-            NGX_LOG_ALERT,
+        error_log::write(
             log,
-            "cql: write() to audit log \"{}\" was incomplete: {} of {}",
-            name,
-            n,
-            bytes.len()
+            Level::Alert,
+            format_args!(
+                "cql: write() to audit log \"{name}\" was incomplete: {n} of {}",
+                bytes.len()
+            ),
         );
     }
 }
@@ -505,11 +503,15 @@ pub unsafe fn check_files_at_load(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             continue;
         }
         let message = format!("\"cql_audit_log\" {}", shared_message(&audit.path));
+        let level = if refuse { Level::Emerg } else { Level::Warn };
+        error_log::write(
+            (*cycle).log,
+            level,
+            format_args!("{message} in {}", audit.at),
+        );
         if refuse {
-            ngx_log_error!(NGX_LOG_EMERG, (*cycle).log, "{} in {}", message, audit.at);
             return NGX_ERROR as ngx_int_t;
         }
-        ngx_log_error!(NGX_LOG_WARN, (*cycle).log, "{} in {}", message, audit.at);
     }
     NGX_OK as ngx_int_t
 }
@@ -548,10 +550,10 @@ unsafe fn send_syslog(
     let n = ngx_syslog_send(peer, message.as_mut_ptr(), message.len());
     if n < 0 {
         count_lines(0, 1);
-        ngx_log_error!(
-            NGX_LOG_WARN,
+        error_log::write(
             log,
-            "cql: send() of an audit line to syslog failed"
+            Level::Warn,
+            format_args!("cql: send() of an audit line to syslog failed"),
         );
     }
 }

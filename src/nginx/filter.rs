@@ -1,11 +1,13 @@
 //! The stream filter: hands every byte of both directions to the connection's
-//! [`Session`] and does what it answers.
+//! [`Session`] with the time ([`Now`]), then does what the session's output queue says.
 //!
 //! Buffers the session lets pass go on untouched: the filter reads each buffer's bytes in
 //! place and forwards the very same buffers, so nothing is copied. A buffer the session
-//! took in ([`Action::Replace`]) is marked sent, and what the session gives instead goes
-//! out from buffers this filter owns until NGINX has sent them. Special buffers (flush,
-//! last) and empty calls (`in == NULL`, when NGINX only wants the output flushed) pass on.
+//! took in ([`Action::Replace`]) is marked sent, and what the session gives instead
+//! ([`Output::Send`]) goes out from buffers this filter owns until NGINX has sent them.
+//! Audit lines go to the server's audit sink, notices and the reasons connections end to
+//! the error log. Special buffers (flush, last) and empty calls (`in == NULL`, when NGINX
+//! only wants the output flushed) pass on.
 
 use core::ptr::{addr_of, addr_of_mut, null_mut};
 
@@ -17,16 +19,16 @@ use ngx::ffi::{
     ngx_add_timer, ngx_buf_t, ngx_buf_tag_t, ngx_cached_time, ngx_chain_t, ngx_connection_t,
     ngx_del_timer, ngx_event_t, ngx_int_t, ngx_msec_t, ngx_pool_cleanup_add, ngx_post_event,
     ngx_posted_events, ngx_stream_filter_pt, ngx_stream_get_indexed_variable, ngx_stream_session_t,
-    ngx_stream_top_filter, ngx_uint_t, NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    ngx_stream_top_filter, ngx_uint_t, NGX_ERROR, NGX_OK,
 };
-use ngx::ngx_log_error;
 
 use super::audit_log::Sink;
 use super::config::SrvConf;
+use super::error_log::{self, Level};
 use super::module::ctx_index;
 use crate::audit::Peer;
 use crate::identity::Identity;
-use crate::session::{Action, Direction, Session, Violation};
+use crate::session::{Action, Direction, Now, Output, Session, Violation};
 
 /// The filter below this one (NGINX's write filter, or another module's filter).
 static mut NEXT_FILTER: ngx_stream_filter_pt = None;
@@ -78,6 +80,17 @@ pub(super) struct Ctx {
 struct Inflight {
     buf: Box<ngx_buf_t>,
     data: Vec<u8>,
+}
+
+impl Inflight {
+    fn new() -> Self {
+        Inflight {
+            // SAFETY: ngx_buf_t is a C struct of pointers, integers and bit fields, for
+            // which all zeroes is the empty buffer NGINX itself starts from (ngx_calloc_buf).
+            buf: Box::new(unsafe { core::mem::zeroed() }),
+            data: Vec::new(),
+        }
+    }
 }
 
 /// How many emptied buffers a connection keeps for reuse, and up to which size.
@@ -143,8 +156,7 @@ unsafe fn create_ctx<'a>(s: *mut ngx_stream_session_t, conf: &SrvConf) -> Option
                 session.set_connection_variables(values);
             }
             if let Some(sink) = &built.audit {
-                let (unix_ms, monotonic_us) = clock();
-                session.open_audit(peer(s), unix_ms, monotonic_us);
+                session.open_audit(peer(s), clock());
                 audit = Some(sink.clone());
             }
             session
@@ -185,15 +197,11 @@ unsafe extern "C" fn drop_ctx(data: *mut core::ffi::c_void) {
     if ctx.deadline.timer_set() != 0 {
         ngx_del_timer(&mut ctx.deadline);
     }
-    if ctx.session.audits() {
-        let (unix_ms, monotonic_us) = clock();
-        ctx.session.tick(unix_ms, monotonic_us);
-        ctx.session.close_audit();
-        // The connection is closed already: errors go to the cycle's log.
-        let cycle = *addr_of!(ngx::ffi::ngx_cycle);
-        if !cycle.is_null() {
-            ctx.write_audit((*cycle).log);
-        }
+    ctx.session.close(clock());
+    // The connection is closed already: what is left goes to the cycle's log.
+    let cycle = *addr_of!(ngx::ffi::ngx_cycle);
+    if !cycle.is_null() {
+        ctx.write_logs((*cycle).log);
     }
 }
 
@@ -204,13 +212,12 @@ unsafe extern "C" fn auth_deadline(ev: *mut ngx_event_t) {
     let Some(ctx) = ctx(s) else {
         return;
     };
-    let (unix_ms, monotonic_us) = clock();
-    ctx.session.tick(unix_ms, monotonic_us);
-    let Some(violation) = ctx.session.auth_timed_out() else {
-        return;
-    };
-    log(s, NGX_LOG_ERR, &violation);
-    ctx.write_audit((*(*s).connection).log);
+    ctx.session.handle_timeout(clock());
+    match ctx.poll_outputs(s) {
+        Polled::Close(violation) | Polled::Refuse(violation) => log_closing(s, &violation),
+        Polled::Done => return,
+        Polled::Error => {}
+    }
     ctx.closing = true;
     let read = (*(*s).connection).read;
     if let Some(handler) = (*read).handler {
@@ -274,9 +281,10 @@ unsafe fn local_address(s: *mut ngx_stream_session_t) -> Option<SocketAddr> {
     }
 }
 
-/// Wall-clock milliseconds (NGINX's cached time) and monotonic microseconds: latencies,
-/// and the rate limits, which every worker process reads the same (`CLOCK_MONOTONIC`).
-unsafe fn clock() -> (u64, u64) {
+/// The time of a call: wall-clock milliseconds (NGINX's cached time) and monotonic
+/// microseconds for latencies and the rate limits, which every worker process reads the
+/// same (`CLOCK_MONOTONIC`).
+unsafe fn clock() -> Now {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -293,7 +301,10 @@ unsafe fn clock() -> (u64, u64) {
     } else {
         u64::try_from((*t).sec).unwrap_or(0) * 1000 + (*t).msec as u64
     };
-    (unix_ms, monotonic)
+    Now {
+        unix_ms,
+        monotonic_us: monotonic,
+    }
 }
 
 /// The identity of the client certificate NGINX verified (`$ssl_client_verify` is
@@ -311,12 +322,10 @@ unsafe fn client_certificate(
     match crate::identity::identity_from_pem(pem) {
         Ok(identity) => Some(identity),
         Err(reason) => {
-            let log = (*(*s).connection).log;
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "cql: cannot read the client certificate: {}",
-                reason
+            error_log::write(
+                (*(*s).connection).log,
+                Level::Error,
+                format_args!("cql: cannot read the client certificate: {reason}"),
             );
             None
         }
@@ -331,15 +340,6 @@ unsafe fn variable<'a>(s: *mut ngx_stream_session_t, index: ngx_int_t) -> Option
     Some(core::slice::from_raw_parts((*v).data, (*v).len() as usize))
 }
 
-/// The current time, from NGINX's cached clock.
-unsafe fn now() -> u64 {
-    let t = *addr_of!(ngx_cached_time);
-    if t.is_null() {
-        return 0;
-    }
-    u64::try_from((*t).sec).unwrap_or(0)
-}
-
 unsafe extern "C" fn cql_filter(
     s: *mut ngx_stream_session_t,
     chain: *mut ngx_chain_t,
@@ -347,7 +347,6 @@ unsafe extern "C" fn cql_filter(
 ) -> ngx_int_t {
     let rc = filter(s, chain, from_upstream);
     if let Some(ctx) = ctx(s) {
-        ctx.write_audit((*(*s).connection).log);
         if ctx.deadline.timer_set() != 0 && ctx.session.is_authenticated() {
             ngx_del_timer(&mut ctx.deadline);
         }
@@ -383,11 +382,7 @@ unsafe fn filter(
     } else {
         Direction::ClientToServer
     };
-    let now = now();
-    if ctx.session.reads_clock() {
-        let (unix_ms, monotonic_us) = clock();
-        ctx.session.tick(unix_ms, monotonic_us);
-    }
+    let now = clock();
     if chain.is_null() {
         // NGINX asks only for what is pending to be flushed; the writer refuses an empty
         // call, so it is asked only when it holds something.
@@ -428,27 +423,22 @@ unsafe fn filter(
                 }
                 let len = buf.last.offset_from(buf.pos) as usize;
                 let bytes = core::slice::from_raw_parts(buf.pos, len);
-                match ctx.session.feed(direction, bytes, now) {
-                    Action::Forward => {}
-                    Action::Replace => {
-                        if forward_run(s, run, prev, cl, from_upstream) == ERROR {
-                            return ERROR;
-                        }
-                        buf.pos = buf.last;
-                        run = link.next;
+                if ctx.session.feed(direction, bytes, now) == Action::Replace {
+                    // What went before goes on; this buffer's bytes were taken in.
+                    if forward_run(s, run, prev, cl, from_upstream) == ERROR {
+                        return ERROR;
                     }
-                    Action::Close(violation) => return close(s, &violation),
-                    Action::Refuse(violation) => {
-                        // What went before the refusal goes on; the rest is the closing's.
-                        if forward_run(s, run, prev, cl, from_upstream) == ERROR {
-                            return ERROR;
-                        }
-                        buf.pos = buf.last;
+                    buf.pos = buf.last;
+                    run = link.next;
+                }
+                match ctx.poll_outputs(s) {
+                    Polled::Done => {}
+                    Polled::Error => return ERROR,
+                    Polled::Close(violation) => return close(s, &violation),
+                    Polled::Refuse(violation) => {
+                        // The rest is the closing's.
                         return ctx.refuse(s, &violation, link.next, from_upstream);
                     }
-                }
-                if ctx.send_outputs(s) == ERROR {
-                    return ERROR;
                 }
             }
         }
@@ -497,15 +487,53 @@ unsafe fn forward_run(
 }
 
 impl Ctx {
-    /// Writes the audit lines the session has ready, and its error-log lines.
-    unsafe fn write_audit(&mut self, log: *mut ngx::ffi::ngx_log_t) {
-        if let Some(sink) = &self.audit {
-            self.session.drain_audit(|lines| sink.write(lines, log));
-        }
-        if let Some(notices) = self.session.take_notices() {
-            for line in notices {
-                ngx_log_error!(NGX_LOG_ERR, log, "{}", line);
+    /// Does what the session's output queue says: bytes go to NGINX toward their peer,
+    /// audit lines to the sink, notices to the error log; stops at the end of the
+    /// connection, which the caller carries out.
+    unsafe fn poll_outputs(&mut self, s: *mut ngx_stream_session_t) -> Polled {
+        let log = (*(*s).connection).log;
+        loop {
+            let mut out = self.spare.pop().unwrap_or_else(Inflight::new);
+            let polled = self.session.poll_output(&mut out.data);
+            if let Some(Output::Send(flow)) = polled {
+                if self.send(s, flow, out) == ERROR {
+                    return Polled::Error;
+                }
+                continue;
             }
+            match &polled {
+                Some(Output::Audit) => self.write_audit(&out.data, log),
+                Some(Output::Notice(line)) => {
+                    error_log::write(log, Level::Error, format_args!("{line}"))
+                }
+                _ => {}
+            }
+            out.data.clear();
+            self.spare.push(out);
+            match polled {
+                Some(Output::Refuse(violation)) => return Polled::Refuse(violation),
+                Some(Output::Close(violation)) => return Polled::Close(violation),
+                None => return Polled::Done,
+                _ => {}
+            }
+        }
+    }
+
+    /// After the connection closed: the audit lines and notices still queued go to `log`.
+    unsafe fn write_logs(&mut self, log: *mut ngx::ffi::ngx_log_t) {
+        let mut buf = Vec::new();
+        while let Some(output) = self.session.poll_output(&mut buf) {
+            match output {
+                Output::Audit => self.write_audit(&buf, log),
+                Output::Notice(line) => error_log::write(log, Level::Error, format_args!("{line}")),
+                _ => {}
+            }
+        }
+    }
+
+    unsafe fn write_audit(&self, lines: &[u8], log: *mut ngx::ffi::ngx_log_t) {
+        if let Some(sink) = &self.audit {
+            sink.write(lines, log);
         }
     }
 
@@ -571,7 +599,7 @@ impl Ctx {
 
     /// Feeds the held buffers while there is room, in order, and tells NGINX's proxy to
     /// read on from the peer whose buffers were taken.
-    unsafe fn resume(&mut self, s: *mut ngx_stream_session_t, now: u64) -> ngx_int_t {
+    unsafe fn resume(&mut self, s: *mut ngx_stream_session_t, now: Now) -> ngx_int_t {
         for direction in [Direction::ClientToServer, Direction::ServerToClient] {
             let mut resumed = false;
             while let Some(&buf) = self.held.of(direction).front() {
@@ -594,14 +622,14 @@ impl Ctx {
                         }
                     }
                     Action::Replace => (*buf).pos = (*buf).last,
-                    Action::Close(violation) => return close(s, &violation),
-                    Action::Refuse(violation) => {
-                        (*buf).pos = (*buf).last;
+                }
+                match self.poll_outputs(s) {
+                    Polled::Done => {}
+                    Polled::Error => return ERROR,
+                    Polled::Close(violation) => return close(s, &violation),
+                    Polled::Refuse(violation) => {
                         return self.refuse(s, &violation, null_mut(), up);
                     }
-                }
-                if self.send_outputs(s) == ERROR {
-                    return ERROR;
                 }
             }
             if resumed {
@@ -615,33 +643,14 @@ impl Ctx {
         OK
     }
 
-    /// Hands the session's output in both directions to NGINX.
-    unsafe fn send_outputs(&mut self, s: *mut ngx_stream_session_t) -> ngx_int_t {
-        for flow in [Direction::ClientToServer, Direction::ServerToClient] {
-            if self.session.has_output(flow) && self.send_output(s, flow) == ERROR {
-                return ERROR;
-            }
-        }
-        OK
-    }
-
-    /// Hands the session's output toward one peer to NGINX; the bytes stay alive here
-    /// until they are sent.
-    unsafe fn send_output(&mut self, s: *mut ngx_stream_session_t, flow: Direction) -> ngx_int_t {
-        let mut out = match self.spare.pop() {
-            Some(spare) => spare,
-            None => Inflight {
-                buf: Box::new(core::mem::zeroed()),
-                data: Vec::new(),
-            },
-        };
-        out.data = self
-            .session
-            .take_output(flow, core::mem::take(&mut out.data));
-        if out.data.is_empty() {
-            self.spare.push(out);
-            return OK;
-        }
+    /// Hands bytes of the session's toward one peer to NGINX; they stay alive here until
+    /// they are sent.
+    unsafe fn send(
+        &mut self,
+        s: *mut ngx_stream_session_t,
+        flow: Direction,
+        out: Inflight,
+    ) -> ngx_int_t {
         let Inflight { mut buf, mut data } = out;
         *buf = core::mem::zeroed();
         let start = data.as_mut_ptr();
@@ -673,16 +682,8 @@ impl Ctx {
         rest: *mut ngx_chain_t,
         from_upstream: ngx_uint_t,
     ) -> ngx_int_t {
-        let level = if violation.is_version_probe() {
-            NGX_LOG_INFO
-        } else {
-            NGX_LOG_ERR
-        };
-        log(s, level, violation);
+        log_closing(s, violation);
         self.closing = true;
-        if self.send_output(s, Direction::ServerToClient) == ERROR {
-            return ERROR;
-        }
         self.finish(s, rest, from_upstream)
     }
 
@@ -702,14 +703,16 @@ impl Ctx {
                     if !buf.pos.is_null() && buf.pos < buf.last && buf.in_file() == 0 {
                         let len = buf.last.offset_from(buf.pos) as usize;
                         let bytes = core::slice::from_raw_parts(buf.pos, len);
-                        let _ = self.session.feed(Direction::ServerToClient, bytes, now());
+                        let _ = self.session.feed(Direction::ServerToClient, bytes, clock());
                         buf.pos = buf.last;
+                        match self.poll_outputs(s) {
+                            Polled::Done | Polled::Refuse(_) => {}
+                            Polled::Error => return ERROR,
+                            Polled::Close(violation) => return close(s, &violation),
+                        }
                     }
                 }
                 cl = link.next;
-            }
-            if self.send_output(s, Direction::ServerToClient) == ERROR {
-                return ERROR;
             }
         }
         consume(chain);
@@ -732,15 +735,39 @@ impl Ctx {
     }
 }
 
+/// What polling the session's output queue came to.
+enum Polled {
+    /// Everything was done; the connection goes on.
+    Done,
+    /// NGINX failed to take bytes: the connection ends.
+    Error,
+    Refuse(Violation),
+    Close(Violation),
+}
+
 /// Ends the connection with an error-log line saying why.
 unsafe fn close(s: *mut ngx_stream_session_t, why: &dyn core::fmt::Display) -> ngx_int_t {
-    log(s, NGX_LOG_ERR, why);
+    error_log::write(
+        (*(*s).connection).log,
+        Level::Error,
+        format_args!("cql: closing connection: {why}"),
+    );
     ERROR
 }
 
-unsafe fn log(s: *mut ngx_stream_session_t, level: u32, why: &dyn core::fmt::Display) {
-    let log = (*(*s).connection).log;
-    ngx_log_error!(level, log, "cql: closing connection: {}", why);
+/// The error-log line of a connection the session ends: a driver probing protocol
+/// versions is expected (info), anything else an error.
+unsafe fn log_closing(s: *mut ngx_stream_session_t, violation: &Violation) {
+    let level = if violation.is_version_probe() {
+        Level::Info
+    } else {
+        Level::Error
+    };
+    error_log::write(
+        (*(*s).connection).log,
+        level,
+        format_args!("cql: closing connection: {violation}"),
+    );
 }
 
 /// Marks every buffer of a chain as handled, so NGINX can reuse its memory.

@@ -21,6 +21,7 @@
 
 mod audit_log;
 mod config;
+mod error_log;
 mod filter;
 mod limit_zones;
 pub mod metrics_http;

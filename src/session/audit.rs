@@ -4,7 +4,7 @@
 //! Only built when the server has an audit log. A request's record is drafted while it is
 //! decided; a denial is written at once, an allowed request waits (by stream id) for its
 //! response, which gives the outcome and the latency. Lines are formatted here and taken by
-//! the NGINX layer with [`Session::drain_audit`].
+//! the I/O layer with [`Session::poll_output`].
 //!
 //! What does not change is rendered once: the connection and identity fields when the
 //! session opens and at each login (the [`audit::Renderer`]), a prepared statement's fields at
@@ -23,7 +23,7 @@ use crate::codec::messages::strip_prefixes;
 use crate::codec::{Header, Opcode};
 use crate::identity::Identity;
 
-use super::Session;
+use super::{Now, Session};
 
 /// Stream ids are small integers: they hash to themselves.
 #[derive(Default)]
@@ -65,14 +65,12 @@ pub(super) struct AuditLog {
     closed: bool,
 }
 
-/// The clock the session reads for audit records.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Clock {
-    pub unix_ms: u64,
-    pub monotonic_us: u64,
-}
-
 impl AuditLog {
+    /// The lines written and not yet polled.
+    pub(super) fn lines_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.lines
+    }
+
     fn write(&mut self, record: &Record) {
         self.renderer.write(record, &mut self.lines);
     }
@@ -132,15 +130,14 @@ fn common_keyspace(children: &[Child]) -> Option<&str> {
 }
 
 impl Session {
-    /// Starts recording, if the server has an audit log: `peer` names the connection.
-    pub fn open_audit(&mut self, peer: Peer, unix_ms: u64, monotonic_us: u64) {
+    /// Starts recording at `now`, if the server has an audit log: `peer` names the
+    /// connection.
+    pub fn open_audit(&mut self, peer: Peer, now: Now) {
         let Some(settings) = self.config.audit.clone() else {
             return;
         };
-        self.clock = Clock {
-            unix_ms,
-            monotonic_us,
-        };
+        self.advance(now);
+        let unix_ms = now.unix_ms;
         let who = Who::default();
         let renderer = Renderer::new(&settings, &peer, &who);
         self.audit = Some(Box::new(AuditLog {
@@ -158,37 +155,10 @@ impl Session {
         }));
     }
 
-    /// Whether this session records an audit trail.
-    pub fn audits(&self) -> bool {
-        self.audit.is_some()
-    }
-
-    /// The time of the bytes about to be fed: wall clock for the records, a monotonic one
-    /// for latencies.
-    pub fn tick(&mut self, unix_ms: u64, monotonic_us: u64) {
-        self.clock = Clock {
-            unix_ms,
-            monotonic_us,
-        };
-        if self.first_byte_us.is_none() {
-            self.first_byte_us = Some(monotonic_us);
-        }
-    }
-
-    /// Hands the audit lines written since the last call to `write` (lines end in `\n`),
-    /// and forgets them.
-    pub fn drain_audit(&mut self, mut write: impl FnMut(&[u8])) {
-        if let Some(log) = self.audit.as_mut() {
-            if !log.lines.is_empty() {
-                write(&log.lines);
-                log.lines.clear();
-            }
-        }
-    }
-
-    /// The connection ends: requests still waiting are recorded without a response, then
-    /// the session's summary. Take the lines with [`Session::drain_audit`].
-    pub fn close_audit(&mut self) {
+    /// The connection ended at `now`: requests still waiting are recorded without a
+    /// response, then the session's summary (polled as [`super::Output::Audit`]).
+    pub fn close(&mut self, now: Now) {
+        self.advance(now);
         let Some(log) = self.audit.as_mut() else {
             return;
         };

@@ -26,9 +26,6 @@ pub(super) enum Rewrite {
     Drop,
 }
 
-/// Most error-log lines a connection queues between two reads of them.
-const MAX_NOTICES: usize = 16;
-
 impl Session {
     /// Whether the server's stream is watched frame by frame: a topology answer is due, or
     /// the client registered for topology events.
@@ -77,7 +74,7 @@ impl Session {
             self.server.capture_body();
         } else {
             self.server_passing = true;
-            self.server_unit.pass_to(&mut self.to_client);
+            self.server_unit.pass_to(&mut self.out.to_client);
         }
     }
 
@@ -99,14 +96,14 @@ impl Session {
                     &body,
                     true,
                     in_segments,
-                    &mut self.to_client,
+                    &mut self.out.to_client,
                 ),
                 Rewrite::Drop => self.server_unit.frame_done(
                     header,
                     &body,
                     false,
                     in_segments,
-                    &mut self.to_client,
+                    &mut self.out.to_client,
                 ),
                 Rewrite::Replace {
                     opcode,
@@ -118,13 +115,13 @@ impl Session {
                     flags,
                     &new,
                     &framing,
-                    &mut self.to_client,
+                    &mut self.out.to_client,
                 ),
             }
         } else {
             self.on_response(header, captured.then_some(&body[..]));
             self.server_unit
-                .frame_done(header, &body, true, in_segments, &mut self.to_client);
+                .frame_done(header, &body, true, in_segments, &mut self.out.to_client);
         }
         self.scratch = body;
         self.after_frame(Direction::ServerToClient, header);
@@ -228,8 +225,6 @@ impl Session {
     }
 
     fn notice(&mut self, line: String) {
-        if self.notices.len() < MAX_NOTICES {
-            self.notices.push(line);
-        }
+        self.out.notice(line);
     }
 }

@@ -23,7 +23,7 @@ use crate::identity::Identity;
 use crate::metrics::{Cache, Login, Method};
 use crate::policy::RoleSet;
 
-use super::{Action, AuthMode, Direction, Fault, Session, Violation};
+use super::{AuthMode, Direction, Fault, Fed, Session, Violation};
 
 /// The authenticator class the proxy names in AUTHENTICATE: drivers answer it with SASL PLAIN.
 pub(super) const PASSWORD_AUTHENTICATOR: &str = "org.apache.cassandra.auth.PasswordAuthenticator";
@@ -97,11 +97,7 @@ impl Session {
     }
 
     /// A server frame held during the handshake; says whether it goes on to the client.
-    pub(super) fn on_held_response(
-        &mut self,
-        header: &Header,
-        body: &[u8],
-    ) -> Result<bool, Action> {
+    pub(super) fn on_held_response(&mut self, header: &Header, body: &[u8]) -> Result<bool, Fed> {
         self.on_response(header, Some(body));
         match (self.auth, header.opcode) {
             (AuthState::UpstreamAnswer { stream }, Opcode::Ready) => self.upstream_ready(stream),
@@ -123,7 +119,7 @@ impl Session {
                 Ok(!answer_ready)
             }
             (AuthState::UpstreamLogin { .. }, Opcode::AuthChallenge) => {
-                Err(Action::Close(Violation {
+                Err(Fed::Close(Violation {
                     from: Direction::ServerToClient,
                     fault: Fault::Upstream(
                         "upstream asked for a second authentication step; the service \
@@ -169,7 +165,7 @@ impl Session {
     }
 
     /// Cassandra needs no login.
-    fn upstream_ready(&mut self, stream: i16) -> Result<bool, Action> {
+    fn upstream_ready(&mut self, stream: i16) -> Result<bool, Fed> {
         match self.path() {
             Path::Certificate(identity) => {
                 if let Err(reason) = self.admit(identity) {
@@ -189,7 +185,7 @@ impl Session {
     }
 
     /// Cassandra wants a login: the proxy gives the service credentials.
-    fn upstream_authenticate(&mut self, stream: i16) -> Result<bool, Action> {
+    fn upstream_authenticate(&mut self, stream: i16) -> Result<bool, Fed> {
         let role_logins = self
             .config
             .policy
@@ -222,7 +218,7 @@ impl Session {
         }
     }
 
-    fn missing_certificate(&mut self, stream: i16) -> Action {
+    fn missing_certificate(&mut self, stream: i16) -> Fed {
         self.audit_login(Err("no verified TLS client certificate"));
         self.meter_login_refused(Method::Mtls, Login::NoCertificate);
         self.refuse_message(
@@ -243,7 +239,7 @@ impl Session {
     /// Sends Cassandra AUTH_RESPONSE on `stream` with the login of the identity's roles
     /// (`upstream_login` in the policy, its password from `cql_upstream_credentials`), else
     /// the service credentials (`cql_upstream_auth`).
-    fn login_upstream(&mut self, stream: i16, answer_ready: bool) -> Result<(), Action> {
+    fn login_upstream(&mut self, stream: i16, answer_ready: bool) -> Result<(), Fed> {
         let config = Rc::clone(&self.config);
         let role_login = match (&config.policy, &self.roles) {
             (Some(policy), Some(roles)) => policy.upstream_login(roles),
@@ -284,7 +280,7 @@ impl Session {
             stream,
             &login.user,
             &login.password,
-            &mut self.to_server,
+            &mut self.out.to_server,
         );
         self.auth = AuthState::UpstreamLogin {
             stream,
@@ -295,7 +291,7 @@ impl Session {
 
     /// The identity's limits are claimed: a connection over `cql_limit_conn` is answered
     /// Overloaded on the login's stream and ends (in dry run it goes on, noted).
-    fn claim_connection(&mut self, stream: i16, method: Method) -> Result<(), Action> {
+    fn claim_connection(&mut self, stream: i16, method: Method) -> Result<(), Fed> {
         let Err((reason, class)) = self.claim_quotas() else {
             return Ok(());
         };
@@ -317,7 +313,7 @@ impl Session {
         header: &Header,
         body: &[u8],
         now: u64,
-    ) -> Result<bool, Action> {
+    ) -> Result<bool, Fed> {
         let AuthState::Token { login_upstream } = self.auth else {
             return Ok(false);
         };
@@ -388,7 +384,7 @@ impl Session {
         class: Login,
         reason: &str,
         message: &str,
-    ) -> Result<bool, Action> {
+    ) -> Result<bool, Fed> {
         self.audit_login(Err(reason));
         self.meter_login_refused(Method::Jwt, class);
         self.answer_client(|f, out| {
@@ -405,7 +401,7 @@ impl Session {
 
     /// A certificate identity the policy gives no role: refused, and the connection ends
     /// (the client has nothing else to offer).
-    fn refuse_unbound(&mut self, stream: i16, reason: &str) -> Action {
+    fn refuse_unbound(&mut self, stream: i16, reason: &str) -> Fed {
         self.audit_login(Err(reason));
         self.meter_login_refused(Method::Mtls, Login::NoRole);
         let message = format!("Authentication failed: {reason}");

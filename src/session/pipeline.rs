@@ -22,7 +22,7 @@ use crate::codec::{Compression, Header};
 
 use super::audit::StreamHasher;
 use super::handshake::AuthState;
-use super::{Action, Session};
+use super::{Fed, Session};
 
 /// Stream ids with a request the server has not answered yet, with the time (monotonic
 /// µs) each went on, and whether it holds a request in flight of the identity's caps
@@ -169,7 +169,7 @@ impl Session {
         header: &Header,
         body: &[u8],
         now: u64,
-    ) -> Result<Keep, Action> {
+    ) -> Result<Keep, Fed> {
         if self.auth == AuthState::Authenticated
             && (self.keyspace_change.is_some()
                 || !self.parked.is_empty()
@@ -182,7 +182,7 @@ impl Session {
     }
 
     /// Decides a client message; an allowed request is in flight from now on.
-    fn decide_frame(&mut self, header: &Header, body: &[u8], now: u64) -> Result<Keep, Action> {
+    fn decide_frame(&mut self, header: &Header, body: &[u8], now: u64) -> Result<Keep, Fed> {
         let authenticated = self.auth == AuthState::Authenticated;
         if !self.on_request(header, body, now)? {
             return Ok(Keep::Drop);
@@ -206,7 +206,7 @@ impl Session {
         let raw = if in_segments {
             // The segment run goes on without it (re-framed); it gets segments of its own.
             self.client_unit
-                .frame_done(&header, &body, false, true, &mut self.to_server);
+                .frame_done(&header, &body, false, true, &mut self.out.to_server);
             Vec::new()
         } else {
             self.client_unit.take_frame()
@@ -222,7 +222,7 @@ impl Session {
 
     /// Sends on, in order, what waited and may go now: a keyspace change once nothing
     /// else is in flight, the messages behind it once Cassandra answered it.
-    pub(super) fn release_parked(&mut self, now: u64) -> Result<(), Action> {
+    pub(super) fn release_parked(&mut self, now: u64) -> Result<(), Fed> {
         let in_segments = self.client.in_segments();
         // v5: the envelopes that go on, framed into segments at the end.
         let mut envelopes = Vec::new();
@@ -257,7 +257,7 @@ impl Session {
                     envelopes.extend_from_slice(&parked.header.to_bytes());
                     envelopes.extend_from_slice(&parked.body);
                 }
-                Ok(Keep::Forward) => self.to_server.extend_from_slice(&parked.raw),
+                Ok(Keep::Forward) => self.out.to_server.extend_from_slice(&parked.raw),
                 Ok(Keep::Drop) => {}
                 Ok(Keep::Park { .. }) => {
                     self.parked.push_front(Parked {
@@ -273,7 +273,7 @@ impl Session {
         };
         if !envelopes.is_empty() {
             let lz4 = self.compression == Compression::Lz4;
-            write_segments(&envelopes, lz4, &mut self.to_server);
+            write_segments(&envelopes, lz4, &mut self.out.to_server);
         }
         result
     }

@@ -16,7 +16,7 @@ use crate::codec::{CodecError, Header, Opcode};
 use crate::topology::{Table, Topology};
 
 use super::audit::Decided;
-use super::{Action, Fault, Pending, Prepared, Session};
+use super::{Fault, Fed, Pending, Prepared, Session};
 use crate::classify::Category;
 use crate::metrics::{Cache, Decision, DenialReason};
 use crate::policy::GuardRefusal;
@@ -78,7 +78,7 @@ impl Session {
         header: &Header,
         body: &[u8],
         now: u64,
-    ) -> Result<bool, Action> {
+    ) -> Result<bool, Fed> {
         match header.opcode {
             Opcode::Startup => {
                 self.on_startup(header, body);
@@ -101,12 +101,7 @@ impl Session {
         }
     }
 
-    fn authorize_request(
-        &mut self,
-        header: &Header,
-        body: &[u8],
-        now: u64,
-    ) -> Result<bool, Action> {
+    fn authorize_request(&mut self, header: &Header, body: &[u8], now: u64) -> Result<bool, Fed> {
         let stream = header.stream;
         let body = match strip_prefixes(header, body) {
             Ok((_, rest)) => rest,
@@ -212,7 +207,7 @@ impl Session {
     }
 
     /// A request whose body cannot be read is a protocol error: the connection ends.
-    fn malformed(&mut self, header: &Header, error: CodecError) -> Action {
+    fn malformed(&mut self, header: &Header, error: CodecError) -> Fed {
         let message = format!("Invalid {} message: {error}", header.opcode.name());
         self.refuse_message(
             header.stream,
@@ -267,7 +262,7 @@ impl Session {
         self.guard_text(prepare.query.len())?;
         let prepared = Prepared {
             // The text is kept only for the audit log.
-            text: if self.audits() {
+            text: if self.audit.is_some() {
                 prepare.query.to_string()
             } else {
                 String::new()
@@ -291,7 +286,7 @@ impl Session {
         self.request_category = prepared
             .as_ref()
             .map_or(Category::Error, |p| p.statement.category);
-        if self.audits() {
+        if self.audit.is_some() {
             let known = prepared.as_ref().map(|p| (p.text.as_str(), &p.statement));
             self.draft_execute(stream, execute.id, known);
         }
@@ -422,7 +417,7 @@ impl Session {
         drop(shared);
         self.meter_cache(Cache::Decision, before, after);
         if decision.allowed {
-            if self.audits() {
+            if self.audit.is_some() {
                 self.draft_rule(&decision.rule);
             }
             Ok(())

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::*;
 use crate::codec::messages::{ErrorBody, ErrorExtra};
 use crate::codec::primitives::write;
+use crate::codec::{Event, Framing, Header, Opcode};
 use crate::identity::{JwtSettings, JwtValidator};
 use crate::policy::Policy;
 
@@ -253,12 +254,56 @@ fn password_authenticator() -> Vec<u8> {
     class
 }
 
+/// The time of the tests' calls at `unix_s`, on a monotonic clock at 0.
+fn at(unix_s: u64) -> Now {
+    Now {
+        unix_ms: unix_s * 1000,
+        monotonic_us: 0,
+    }
+}
+
+/// Everything a session's output queue gave, polled until empty, as the I/O layer polls.
+#[derive(Default)]
+struct Outputs {
+    to_server: Vec<u8>,
+    to_client: Vec<u8>,
+    audit: Vec<u8>,
+    notices: Vec<String>,
+    end: Option<Output>,
+}
+
+impl Outputs {
+    fn poll(&mut self, session: &mut Session) {
+        let mut buf = Vec::new();
+        while let Some(output) = session.poll_output(&mut buf) {
+            match output {
+                Output::Send(C2S) => self.to_server.append(&mut buf),
+                Output::Send(S2C) => self.to_client.append(&mut buf),
+                Output::Audit => self.audit.append(&mut buf),
+                Output::Notice(line) => self.notices.push(line),
+                end => self.end = Some(end),
+            }
+        }
+    }
+
+    fn take(&mut self, flow: Direction) -> Vec<u8> {
+        match flow {
+            C2S => core::mem::take(&mut self.to_server),
+            S2C => core::mem::take(&mut self.to_client),
+        }
+    }
+}
+
 /// A connection: the session between a client and a server, each reading what reaches it.
 struct Wire {
     session: Session,
     client: Peer,
     server: Peer,
     version: u8,
+    /// The time of the next call.
+    now: Now,
+    /// What the session gave and the test has not looked at yet.
+    out: Outputs,
 }
 
 impl Wire {
@@ -268,7 +313,44 @@ impl Wire {
             client: Peer::new(S2C, version),
             server: Peer::new(C2S, version),
             version,
+            now: at(NOW),
+            out: Outputs::default(),
         }
+    }
+
+    /// Feeds bytes in one call at `self.now` and polls the output queue: what the session
+    /// answered for the bytes, with the end of the connection if it queued one.
+    fn feed(&mut self, from: Direction, bytes: &[u8]) -> Fed {
+        let action = self.session.feed(from, bytes, self.now);
+        self.out.poll(&mut self.session);
+        match (self.out.end.take(), action) {
+            (Some(Output::Refuse(violation)), _) => Fed::Refuse(violation),
+            (Some(Output::Close(violation)), _) => Fed::Close(violation),
+            (_, Action::Forward) => Fed::Forward,
+            (_, Action::Replace) => Fed::Replace,
+        }
+    }
+
+    /// The bytes the session gave toward `flow`'s peer since the last look.
+    fn take(&mut self, flow: Direction) -> Vec<u8> {
+        self.out.take(flow)
+    }
+
+    fn has_output(&self, flow: Direction) -> bool {
+        match flow {
+            C2S => !self.out.to_server.is_empty(),
+            S2C => !self.out.to_client.is_empty(),
+        }
+    }
+
+    fn take_notices(&mut self) -> Vec<String> {
+        core::mem::take(&mut self.out.notices)
+    }
+
+    /// The connection ends at `self.now`.
+    fn close(&mut self) {
+        self.session.close(self.now);
+        self.out.poll(&mut self.session);
     }
 
     /// Feeds bytes from one peer one byte at a time; returns what reached (server, client).
@@ -276,16 +358,16 @@ impl Wire {
         let mut to_server = Vec::new();
         let mut to_client = Vec::new();
         for byte in bytes.chunks(1) {
-            match self.session.feed(from, byte, NOW) {
-                Action::Forward => match from {
+            match self.feed(from, byte) {
+                Fed::Forward => match from {
                     C2S => to_server.extend_from_slice(byte),
                     S2C => to_client.extend_from_slice(byte),
                 },
-                Action::Replace => {}
+                Fed::Replace => {}
                 other => panic!("unexpected {other:?}"),
             }
-            to_server.extend(self.session.take_output(C2S, Vec::new()));
-            to_client.extend(self.session.take_output(S2C, Vec::new()));
+            to_server.extend(self.take(C2S));
+            to_client.extend(self.take(S2C));
         }
         (self.server.read(&to_server), self.client.read(&to_client))
     }
@@ -462,17 +544,17 @@ fn requests_before_authentication_are_a_protocol_error() {
     );
     let mut refused = None;
     for byte in bytes.chunks(1) {
-        match w.session.feed(C2S, byte, NOW) {
-            Action::Replace => {}
-            Action::Refuse(violation) => {
-                refused = Some((w.session.take_output(S2C, Vec::new()), violation));
+        match w.feed(C2S, byte) {
+            Fed::Replace => {}
+            Fed::Refuse(violation) => {
+                refused = Some((w.take(S2C), violation));
                 break;
             }
             other => panic!("{other:?}"),
         }
     }
     let (reply, violation) = refused.expect("refused");
-    assert!(!w.session.has_output(C2S), "nothing reaches the server");
+    assert!(!w.has_output(C2S), "nothing reaches the server");
     let frames = w.client.read(&reply);
     assert_eq!(frames[0].error().0, 0x000A);
     assert_eq!(frames[0].header.stream, 2);
@@ -555,14 +637,12 @@ fn a_certificate_identity_needs_no_password() {
     let bytes = w
         .server
         .write(1, Opcode::Authenticate, &password_authenticator());
-    assert_eq!(w.session.feed(S2C, &bytes, NOW), Action::Replace);
-    assert!(
-        !w.session.has_output(S2C),
-        "the client is not asked anything"
-    );
+    assert_eq!(w.feed(S2C, &bytes), Fed::Replace);
+    assert!(!w.has_output(S2C), "the client is not asked anything");
     // Cassandra speaks segments from its AUTHENTICATE on.
     w.server.start_segments();
-    let up = w.server.read(&w.session.take_output(C2S, Vec::new()));
+    let bytes = w.take(C2S);
+    let up = w.server.read(&bytes);
     assert_eq!(up[0].header.opcode, Opcode::AuthResponse);
     assert_eq!(
         up[0].body,
@@ -590,11 +670,11 @@ fn mtls_without_a_certificate_is_refused() {
     );
     w.client_sends(1, Opcode::Startup, &startup_body());
     let bytes = w.server.write(1, Opcode::Ready, &[]);
-    let action = w.session.feed(S2C, &bytes, NOW);
-    let Action::Refuse(_) = action else {
+    let action = w.feed(S2C, &bytes);
+    let Fed::Refuse(_) = action else {
         panic!("{action:?}");
     };
-    let reply = w.session.take_output(S2C, Vec::new());
+    let reply = w.take(S2C);
     let (code, message) = w.client.read(&reply)[0].error();
     assert_eq!(code, 0x0100);
     assert!(message.contains("certificate"), "{message}");
@@ -616,9 +696,11 @@ fn an_expired_token_is_refused_mid_session() {
         Opcode::Query,
         &query_body("SELECT * FROM shop.orders", 4),
     );
-    assert_eq!(w.session.feed(C2S, &bytes, NOW + 6), Action::Replace);
-    assert!(!w.session.has_output(C2S));
-    let down = w.client.read(&w.session.take_output(S2C, Vec::new()));
+    w.now = at(NOW + 6);
+    assert_eq!(w.feed(C2S, &bytes), Fed::Replace);
+    assert!(!w.has_output(C2S));
+    let bytes = w.take(S2C);
+    let down = w.client.read(&bytes);
     let (code, message) = down[0].error();
     assert_eq!(code, 0x2100);
     assert!(message.contains("token expired"), "{message}");
@@ -730,15 +812,15 @@ fn answers_wait_for_the_server_stream_to_reach_a_frame_boundary() {
     result.extend_from_slice(&rows);
     let bytes = w.server.write(20, Opcode::Result, &result);
     let (head, tail) = bytes.split_at(1000);
-    assert_eq!(w.session.feed(S2C, head, NOW), Action::Forward);
+    assert_eq!(w.feed(S2C, head), Fed::Forward);
     let mut to_client = head.to_vec();
     let denied = w
         .client
         .write(21, Opcode::Query, &query_body("DROP KEYSPACE shop", 4));
-    assert_eq!(w.session.feed(C2S, &denied, NOW), Action::Replace);
-    assert!(!w.session.has_output(S2C), "not inside the RESULT");
-    assert_eq!(w.session.feed(S2C, tail, NOW), Action::Replace);
-    to_client.extend(w.session.take_output(S2C, Vec::new()));
+    assert_eq!(w.feed(C2S, &denied), Fed::Replace);
+    assert!(!w.has_output(S2C), "not inside the RESULT");
+    assert_eq!(w.feed(S2C, tail), Fed::Replace);
+    to_client.extend(w.take(S2C));
     let frames = w.client.read(&to_client);
     let streams: Vec<i16> = frames.iter().map(|f| f.header.stream).collect();
     assert_eq!(streams, [20, 21]);
@@ -750,14 +832,14 @@ fn watching_sessions_forward_everything() {
     let mut s = Session::watching(Limits::default(), None);
     let client = Peer::new(S2C, 4);
     let bytes = client.write(0, Opcode::Query, &query_body("DROP KEYSPACE shop", 4));
-    assert_eq!(s.feed(C2S, &bytes, NOW), Action::Forward);
-    assert!(!s.has_output(C2S));
+    assert_eq!(s.feed(C2S, &bytes, at(NOW)), Action::Forward);
+    assert_eq!(s.poll_output(&mut Vec::new()), None);
 }
 
-/// The audit lines a session wrote since the last call, parsed.
-fn audit_lines(session: &mut Session) -> Vec<serde_json::Value> {
-    let mut text = Vec::new();
-    session.drain_audit(|lines| text.extend_from_slice(lines));
+/// The audit lines a session wrote since the last look, parsed.
+fn audit_lines(w: &mut Wire) -> Vec<serde_json::Value> {
+    w.out.poll(&mut w.session);
+    let text = core::mem::take(&mut w.out.audit);
     String::from_utf8(text)
         .unwrap()
         .lines()
@@ -779,25 +861,30 @@ fn audit_records_decisions_outcomes_and_execute_with_its_text() {
                 client: "10.0.0.1:5000".into(),
                 server: "10.0.0.2:9042".into(),
             },
-            NOW * 1000,
-            0,
+            at(NOW),
         );
         let mut w = Wire::new(session, version);
         w.log_in(&token("alice", NOW + 600));
-        let login = audit_lines(&mut w.session);
+        let login = audit_lines(&mut w);
         assert_eq!(login.len(), 1);
         assert_eq!(login[0]["type"], "LOGIN_SUCCESS");
         assert_eq!(login[0]["roles"], json!(["reader", "writer"]));
 
         // Allowed: nothing until the response, which gives the outcome and the latency.
-        w.session.tick(NOW * 1000 + 5, 1_000);
+        w.now = Now {
+            unix_ms: NOW * 1000 + 5,
+            monotonic_us: 1_000,
+        };
         w.query(3, "SELECT * FROM shop.orders WHERE id = 1");
-        assert!(audit_lines(&mut w.session).is_empty());
+        assert!(audit_lines(&mut w).is_empty());
         let mut error = 0x2200i32.to_be_bytes().to_vec();
         write::string(&mut error, "unconfigured table orders");
-        w.session.tick(NOW * 1000 + 6, 1_250);
+        w.now = Now {
+            unix_ms: NOW * 1000 + 6,
+            monotonic_us: 1_250,
+        };
         w.server_sends(3, Opcode::Error, &error);
-        let lines = audit_lines(&mut w.session);
+        let lines = audit_lines(&mut w);
         assert_eq!(lines.len(), 1, "{lines:?}");
         let l = &lines[0];
         assert_eq!(l["time"], "2027-01-15T08:00:00.005Z");
@@ -820,7 +907,7 @@ fn audit_records_decisions_outcomes_and_execute_with_its_text() {
 
         // Denied: at once, with the client's reason.
         w.query(4, "DELETE FROM shop.payments WHERE id = 1");
-        let lines = audit_lines(&mut w.session);
+        let lines = audit_lines(&mut w);
         assert_eq!(lines[0]["decision"], "deny");
         assert!(lines[0]["reason"]
             .as_str()
@@ -839,7 +926,7 @@ fn audit_records_decisions_outcomes_and_execute_with_its_text() {
         w.server_sends(5, Opcode::Result, &result);
         w.client_sends(6, Opcode::Execute, &execute_body(b"\x01\x02", version));
         w.server_sends(6, Opcode::Result, &1i32.to_be_bytes());
-        let lines = audit_lines(&mut w.session);
+        let lines = audit_lines(&mut w);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert_eq!(
             (lines[0]["type"].as_str(), lines[0]["prepared_id"].as_str()),
@@ -853,8 +940,8 @@ fn audit_records_decisions_outcomes_and_execute_with_its_text() {
 
         // A request still waiting when the connection ends, then the summary.
         w.query(7, "SELECT * FROM shop.orders");
-        w.session.close_audit();
-        let lines = audit_lines(&mut w.session);
+        w.close();
+        let lines = audit_lines(&mut w);
         assert_eq!(lines[0]["outcome"], "no_response");
         assert_eq!(lines[1]["event"], "session");
         assert_eq!(
@@ -872,11 +959,11 @@ fn set_keyspace(name: &str) -> Vec<u8> {
 
 /// Feeds bytes in one call (a pipelined write); returns the action and what reached
 /// (server, client).
-fn feed_once(w: &mut Wire, from: Direction, bytes: &[u8]) -> (Action, Vec<Frame>, Vec<Frame>) {
-    let action = w.session.feed(from, bytes, NOW);
-    let mut to_server = w.session.take_output(C2S, Vec::new());
-    let mut to_client = w.session.take_output(S2C, Vec::new());
-    if action == Action::Forward {
+fn feed_once(w: &mut Wire, from: Direction, bytes: &[u8]) -> (Fed, Vec<Frame>, Vec<Frame>) {
+    let action = w.feed(from, bytes);
+    let mut to_server = w.take(C2S);
+    let mut to_client = w.take(S2C);
+    if action == Fed::Forward {
         match from {
             C2S => to_server.extend_from_slice(bytes),
             S2C => to_client.extend_from_slice(bytes),
@@ -912,7 +999,7 @@ fn a_request_on_a_stream_in_flight_is_refused_and_ends_the_connection() {
             ],
         );
         let (action, up, down) = feed_once(&mut w, C2S, &bytes);
-        let Action::Refuse(violation) = action else {
+        let Fed::Refuse(violation) = action else {
             panic!("v{version}: {action:?}");
         };
         assert!(
@@ -952,7 +1039,7 @@ fn requests_behind_a_use_are_decided_in_the_keyspace_it_moved_to() {
             ],
         );
         let (action, up, down) = feed_once(&mut w, C2S, &bytes);
-        assert_eq!(action, Action::Replace);
+        assert_eq!(action, Fed::Replace);
         assert_eq!(up.len(), 1, "v{version}: only the USE goes on");
         assert_eq!(up[0].header.stream, 1);
         assert!(down.is_empty(), "v{version}: nothing is decided yet");
@@ -1042,7 +1129,7 @@ fn failed_logins_end_the_connection_after_the_configured_attempts() {
         ));
     }
     let (action, up, down) = feed_once(&mut w, C2S, &bytes);
-    let Action::Refuse(violation) = action else {
+    let Fed::Refuse(violation) = action else {
         panic!("{action:?}");
     };
     assert_eq!(
@@ -1091,16 +1178,16 @@ fn a_refusal_after_login_waits_for_the_server_frame_in_progress() {
     result.extend_from_slice(&[7u8; 5000]);
     let bytes = w.server.write(20, Opcode::Result, &result);
     let (head, tail) = bytes.split_at(1000);
-    assert_eq!(w.session.feed(S2C, head, NOW), Action::Forward);
+    assert_eq!(w.feed(S2C, head), Fed::Forward);
     let startup = w.client.write(21, Opcode::Startup, &startup_body());
-    let Action::Refuse(_) = w.session.feed(C2S, &startup, NOW) else {
+    let Fed::Refuse(_) = w.feed(C2S, &startup) else {
         panic!("STARTUP after login is refused");
     };
     assert!(!w.session.is_drained(), "the refusal waits");
-    assert!(!w.session.has_output(S2C), "not inside the RESULT");
+    assert!(!w.has_output(S2C), "not inside the RESULT");
     let mut to_client = head.to_vec();
-    assert_eq!(w.session.feed(S2C, tail, NOW), Action::Replace);
-    to_client.extend(w.session.take_output(S2C, Vec::new()));
+    assert_eq!(w.feed(S2C, tail), Fed::Replace);
+    to_client.extend(w.take(S2C));
     assert!(w.session.is_drained());
     let frames = w.client.read(&to_client);
     assert_eq!(frames.len(), 2);
@@ -1130,7 +1217,7 @@ fn with_stream_reuse_wait_a_reused_stream_waits_for_its_earlier_answer() {
             ],
         );
         let (action, up, down) = feed_once(&mut w, C2S, &bytes);
-        assert_eq!(action, Action::Replace, "v{version}");
+        assert_eq!(action, Fed::Replace, "v{version}");
         assert!(down.is_empty());
         assert_eq!(up.len(), 1, "v{version}: only the first goes on");
         let answer = w.server.write(7, Opcode::Result, &1i32.to_be_bytes());
@@ -1282,10 +1369,10 @@ fn system_local_names_the_proxy_and_other_answers_pass_as_they_came() {
             w.query(4, "SELECT * FROM system.local WHERE key='local'");
             let mut to_client = Vec::new();
             for chunk in bytes.chunks(split) {
-                if w.session.feed(S2C, chunk, NOW) == Action::Forward {
+                if w.feed(S2C, chunk) == Fed::Forward {
                     to_client.extend_from_slice(chunk);
                 }
-                to_client.extend(w.session.take_output(S2C, Vec::new()));
+                to_client.extend(w.take(S2C));
             }
             let frames = w.client.read(&to_client);
             assert_eq!(frames.len(), 2, "v{version}, chunks of {split}");
@@ -1409,7 +1496,7 @@ fn events_name_the_proxy_of_their_node_and_unmapped_nodes_are_not_passed_on() {
     assert_eq!(down[0].body, status_change([127, 0, 0, 3], 9042));
     let (_, down) = w.server_sends(-1, Opcode::Event, &status_change([10, 0, 1, 9], 9042));
     assert!(down.is_empty(), "an unmapped node's event is not passed on");
-    let notices = w.session.take_notices().unwrap_or_default();
+    let notices = w.take_notices();
     assert!(
         notices.iter().any(|n| n.contains("10.0.1.9")),
         "{notices:?}"
@@ -1427,7 +1514,7 @@ fn events_name_the_proxy_of_their_node_and_unmapped_nodes_are_not_passed_on() {
     assert_eq!(rows[0].0, [127, 0, 0, 3]);
     assert_eq!(rows[0].1, b"dc2");
     assert_eq!(rows[0].2, token_set(), "tokens are kept");
-    let notices = w.session.take_notices().unwrap_or_default();
+    let notices = w.take_notices();
     assert!(
         notices
             .iter()
@@ -1483,11 +1570,17 @@ fn a_session_counts_its_login_decisions_answers_latency_and_end() {
         ..Setup::default()
     };
     let mut w = Wire::new(setup.session(), 4);
-    w.session.tick(NOW * 1000, 1_000);
+    w.now = Now {
+        unix_ms: NOW * 1000,
+        monotonic_us: 1_000,
+    };
     w.log_in(&token("alice", NOW + 600));
     // Allowed, answered 300 µs later; allowed, answered ReadTimeout; denied; unprepared.
     w.query(3, "SELECT * FROM shop.orders");
-    w.session.tick(NOW * 1000, 1_300);
+    w.now = Now {
+        unix_ms: NOW * 1000,
+        monotonic_us: 1_300,
+    };
     w.server_sends(3, Opcode::Result, &1i32.to_be_bytes());
     w.query(4, "SELECT * FROM shop.orders");
     let mut timeout = 0x1200i32.to_be_bytes().to_vec();
@@ -1527,13 +1620,15 @@ fn a_session_counts_its_login_decisions_answers_latency_and_end() {
 #[test]
 fn a_protocol_violation_is_counted_by_kind() {
     let (zone, meter) = metered();
-    let mut session = Setup {
+    let session = Setup {
         metrics: Some(meter),
         ..Setup::default()
     }
     .session();
-    let action = session.feed(C2S, b"GET / HTTP/1.1\r\n\r\n", NOW);
-    assert!(matches!(action, Action::Refuse(_) | Action::Close(_)));
+    let mut w = Wire::new(session, 4);
+    let action = w.feed(C2S, b"GET / HTTP/1.1\r\n\r\n");
+    assert!(matches!(action, Fed::Refuse(_) | Fed::Close(_)));
+    let session = w.session;
     drop(session);
     let mut text = String::new();
     crate::metrics::render::render(&zone, &mut text);
@@ -1607,8 +1702,7 @@ fn audited(mut session: Session) -> Session {
             client: "10.0.0.1:5000".into(),
             server: "10.0.0.2:9042".into(),
         },
-        NOW * 1000,
-        0,
+        at(NOW),
     );
     session
 }
@@ -1621,7 +1715,10 @@ fn wire_of(server: &(Rc<Config>, Rc<RefCell<Shared>>), user: &str) -> Wire {
 }
 
 fn at_us(w: &mut Wire, us: u64) {
-    w.session.tick(NOW * 1000, us);
+    w.now = Now {
+        unix_ms: NOW * 1000,
+        monotonic_us: us,
+    };
 }
 
 #[test]
@@ -1656,7 +1753,7 @@ fn over_its_rate_an_identity_is_answered_overloaded_and_others_are_not() {
     at_us(&mut alice, 5_100_000);
     let (up, down) = alice.query(6, "SELECT * FROM shop.orders");
     assert_eq!((up.len(), down.len()), (1, 0));
-    let lines = audit_lines(&mut alice.session);
+    let lines = audit_lines(&mut alice);
     let limited = lines
         .iter()
         .find(|l| l["stream"] == 5)
@@ -1712,7 +1809,7 @@ fn over_its_connection_cap_a_login_is_answered_overloaded_and_the_connection_end
     let body = auth_response_body("alice", &token("alice", NOW + 600));
     let bytes = second.client.write(2, Opcode::AuthResponse, &body);
     let (action, up, down) = feed_once(&mut second, C2S, &bytes);
-    assert!(matches!(action, Action::Refuse(_)), "{action:?}");
+    assert!(matches!(action, Fed::Refuse(_)), "{action:?}");
     assert!(up.is_empty());
     let (code, message) = down[0].error();
     assert_eq!(code, 0x1001);
@@ -1818,7 +1915,7 @@ fn guardrails_refuse_with_invalid_and_a_dry_run_forwards_what_they_would_refuse(
         }
         let (up, _) = w.client_sends(8, Opcode::Query, &query_paged(select, 0x0006, Some(100)));
         assert_eq!(up.len(), 1, "LOCAL_QUORUM with a page of 100 is allowed");
-        let lines = audit_lines(&mut w.session);
+        let lines = audit_lines(&mut w);
         for (stream, _, reason) in &refused {
             let line = lines.iter().find(|l| l["stream"] == *stream).unwrap();
             let decision = if dry_run { "would_deny" } else { "deny" };
@@ -1857,7 +1954,7 @@ fn in_dry_run_a_limited_request_goes_on_and_a_bad_token_is_still_refused() {
         assert_eq!((up.len(), down.len()), (1, 0), "stream {stream}");
         w.server_sends(stream, Opcode::Result, &1i32.to_be_bytes());
     }
-    let lines = audit_lines(&mut w.session);
+    let lines = audit_lines(&mut w);
     let decisions: Vec<_> = lines
         .iter()
         .filter(|l| l["event"] == "request")
