@@ -34,7 +34,7 @@ use ngx::ffi::{
 };
 use ngx::ngx_log_error;
 
-use super::config::{self, At};
+use super::conf::{self as config, At};
 use crate::audit::Format;
 
 /// Where one server's audit lines go.

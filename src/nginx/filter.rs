@@ -22,7 +22,7 @@ use ngx::ffi::{
 use ngx::ngx_log_error;
 
 use super::audit_log::Sink;
-use super::config::SrvConf;
+use super::conf::SrvConf;
 use super::module::ctx_index;
 use crate::audit::Peer;
 use crate::identity::Identity;

@@ -21,7 +21,7 @@ use ngx::ffi::{
 };
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
-use super::config::At;
+use super::conf::At;
 use super::metrics_zone;
 use crate::metrics::render;
 
@@ -108,8 +108,7 @@ unsafe extern "C" fn set_metrics(
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"cql_metrics\" is duplicate");
         return NGX_CONF_ERROR;
     }
-    let args = super::settings::args(cf);
-    let name = args.get(1).cloned();
+    let name = super::conf::words(&*cf).get(1).map(|name| name.to_string());
     let stored = name.clone().unwrap_or_default();
     let data = ngx::ffi::ngx_pnalloc((*cf).pool, stored.len().max(1)) as *mut u8;
     if data.is_null() {
