@@ -33,7 +33,7 @@ use ngx::ffi::{
     ngx_test_config, NGX_ERROR, NGX_OK,
 };
 
-use super::config::{self, At};
+use super::conf::{self as config, At};
 use super::error_log::{self, Level};
 use crate::audit::Format;
 

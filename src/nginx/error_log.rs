@@ -1,7 +1,9 @@
-//! The module's one way into NGINX's error log while it runs: connections closed and why,
-//! audit files that cannot be written, zones that cannot be set up, the session's notices.
-//! (A directive being read reports with `ngx_conf_log_error`, which names its file and line:
-//! that is the configuration's chokepoint.)
+//! The module's one way into NGINX's error log, outside the reading of a directive:
+//! connections closed and why, audit lines that cannot be written, zones that cannot be set
+//! up, the session's notices, and refusals of the configuration found after its directives
+//! were read (which name the directive's file and line themselves). A directive being read
+//! is refused through [`super::conf::refuse`], which `ngx_conf_log_error` gives its file and
+//! line.
 
 use core::fmt;
 

@@ -23,7 +23,7 @@ use ngx::ffi::{
 };
 
 use super::audit_log::Sink;
-use super::config::SrvConf;
+use super::conf::SrvConf;
 use super::error_log::{self, Level};
 use super::module::ctx_index;
 use crate::audit::Peer;

@@ -16,12 +16,13 @@ use ngx::ffi::{
     ngx_http_module_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t,
     ngx_module_t, ngx_pcalloc, ngx_pool_cleanup_add, ngx_str_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
     NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MODULE, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_HTTP_SERVICE_UNAVAILABLE,
-    NGX_LOG_EMERG, NGX_OK,
+    NGX_HTTP_MODULE, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_OK,
 };
-use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
+use ngx::ngx_string;
 
-use super::config::At;
+use super::error_log::{self, Level};
+
+use super::conf::At;
 use super::metrics_zone;
 use crate::metrics::render;
 
@@ -105,11 +106,9 @@ unsafe extern "C" fn set_metrics(
 ) -> *mut c_char {
     let loc = &mut *(conf as *mut LocConf);
     if !loc.zone.data.is_null() {
-        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"cql_metrics\" is duplicate");
-        return NGX_CONF_ERROR;
+        return super::conf::refuse(cf, format_args!("\"cql_metrics\" is duplicate"));
     }
-    let args = super::settings::args(cf);
-    let name = args.get(1).cloned();
+    let name = super::conf::words(&*cf).get(1).map(|name| name.to_string());
     let stored = name.clone().unwrap_or_default();
     let data = ngx::ffi::ngx_pnalloc((*cf).pool, stored.len().max(1)) as *mut u8;
     if data.is_null() {
@@ -152,12 +151,10 @@ unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                 ),
                 None => "needs a \"cql_metrics_zone\" in the stream block".to_string(),
             };
-            ngx_log_error!(
-                NGX_LOG_EMERG,
+            error_log::write(
                 (*cycle).log,
-                "\"cql_metrics\" {} in {}",
-                what,
-                at
+                Level::Emerg,
+                format_args!("\"cql_metrics\" {} in {}", what, at),
             );
             return NGX_ERROR as ngx_int_t;
         }

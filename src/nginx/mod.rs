@@ -1,16 +1,16 @@
 //! All `unsafe` NGINX glue lives in this folder, and only here.
 //!
-//! - [`module`]: the `ngx_module_t`, its stream context and the directive table;
-//! - [`config`]: the per-server configuration, merging and the size directives;
-//! - [`settings`]: the identity, policy and audit directives, checked when the configuration
-//!   loads;
+//! - [`module`]: the `ngx_module_t` and its stream context;
+//! - [`conf`]: the directives, one file per group, with the per-server configuration and its
+//!   merge, checked when the configuration loads;
 //! - [`audit_log`]: `cql_audit_log` files and syslog targets, written through NGINX's logging;
+//! - [`error_log`]: the one way into NGINX's error log while the module runs;
 //! - [`filter`]: the stream filter that feeds a [`crate::session::Session`] with bytes;
 //! - [`variables`]: the `$cql_*` stream variables;
-//! - [`metrics_zone`]: `cql_metrics_zone`, the shared memory the workers count into;
+//! - [`metrics_zone`]: the shared memory of `cql_metrics_zone`, which the workers count into;
 //! - [`metrics_http`]: `cql_metrics`, the `http` module that shows it to Prometheus;
-//! - [`limit_zones`]: `cql_limit_req_zone` and `cql_limit_conn_zone`, the shared memory of
-//!   the per-key limits;
+//! - [`limit_zones`]: the shared memory of `cql_limit_req_zone` and `cql_limit_conn_zone`, the
+//!   per-key limits;
 //! - [`shm`]: declaring a shared-memory zone and taking its pages, for both kinds of zone;
 //!
 //! Nothing outside this folder sees an NGINX type.
@@ -20,13 +20,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod audit_log;
-mod config;
+mod conf;
 mod error_log;
 mod filter;
 mod limit_zones;
 pub mod metrics_http;
 mod metrics_zone;
 pub mod module;
-mod settings;
 mod shm;
 mod variables;

@@ -22,14 +22,10 @@ pub unsafe fn declare(
     size: usize,
     tag: *mut c_void,
 ) -> Result<Option<*mut ngx_shm_zone_t>, ()> {
-    let mut shm_name = ngx_str_t {
-        len: name.len(),
-        data: ngx::ffi::ngx_pnalloc((*cf).pool, name.len()) as *mut u8,
-    };
-    if shm_name.data.is_null() {
+    // NGINX keeps the name: a copy in the configuration's pool.
+    let Some(mut shm_name) = ngx_str_t::from_bytes((*cf).pool, name.as_bytes()) else {
         return Ok(None);
-    }
-    core::ptr::copy_nonoverlapping(name.as_ptr(), shm_name.data, name.len());
+    };
     let zone = ngx::ffi::ngx_shared_memory_add(cf, &mut shm_name, size, tag);
     if zone.is_null() {
         return Ok(None);
