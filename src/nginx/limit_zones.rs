@@ -159,17 +159,7 @@ unsafe extern "C" fn init_zone<Z: Layout>(
     let (words, layout) = match old.and_then(|old| old.words) {
         Some(words) => (words, Z::attach(words)),
         None => {
-            let Some(words) = super::shm::take_free_pages(zone) else {
-                error_log::write(
-                    log,
-                    Level::Emerg,
-                    format_args!(
-                        "{} \"{}\": cannot allocate {} bytes of the zone",
-                        Z::DIRECTIVE,
-                        name,
-                        super::shm::free_bytes(zone)
-                    ),
-                );
+            let Some(words) = super::shm::take_free_pages(zone, log, Z::DIRECTIVE, &name) else {
                 return NGX_ERROR as ngx_int_t;
             };
             // Keyed hashing: no client can aim two keys at one bucket.

@@ -98,16 +98,8 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
     let words = match old.and_then(|old| old.counters) {
         Some((words, _)) => words,
         None => {
-            let Some(words) = super::shm::take_free_pages(zone) else {
-                error_log::write(
-                    log,
-                    Level::Emerg,
-                    format_args!(
-                        "cql_metrics_zone \"{}\": cannot allocate {} bytes of the zone",
-                        name,
-                        super::shm::free_bytes(zone)
-                    ),
-                );
+            let Some(words) = super::shm::take_free_pages(zone, log, "cql_metrics_zone", &name)
+            else {
                 return NGX_ERROR as ngx_int_t;
             };
             words

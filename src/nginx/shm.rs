@@ -7,6 +7,8 @@ use core::sync::atomic::AtomicU64;
 
 use ngx::ffi::{ngx_conf_t, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t};
 
+use super::error_log::{self, Level};
+
 /// The smallest zone: NGINX's slab allocator needs eight pages (`limit_req_zone` asks as
 /// much).
 pub fn min_size() -> usize {
@@ -36,13 +38,24 @@ pub unsafe fn declare(
     Ok(Some(zone))
 }
 
-/// Every free page of a zone NGINX just mapped, as one region of words (`None`: the slab
-/// allocator had none to give).
-pub unsafe fn take_free_pages(zone: *mut ngx_shm_zone_t) -> Option<&'static [AtomicU64]> {
+/// Every free page of a zone NGINX just mapped, as one region of words; `None` (said in
+/// the error log as `DIRECTIVE "NAME": cannot allocate N bytes of the zone`) if the slab
+/// allocator had none to give.
+pub unsafe fn take_free_pages(
+    zone: *mut ngx_shm_zone_t,
+    log: *mut ngx::ffi::ngx_log_t,
+    directive: &str,
+    name: &str,
+) -> Option<&'static [AtomicU64]> {
     let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
-    let bytes = (*pool).pfree << ngx::ffi::ngx_pagesize_shift;
+    let bytes = free_bytes(zone);
     let region = ngx_slab_alloc(pool, bytes) as *mut AtomicU64;
     if region.is_null() {
+        error_log::write(
+            log,
+            Level::Emerg,
+            format_args!("{directive} \"{name}\": cannot allocate {bytes} bytes of the zone"),
+        );
         return None;
     }
     // SAFETY: the slab allocator gave `bytes` bytes, page aligned, shared by every process
@@ -50,8 +63,8 @@ pub unsafe fn take_free_pages(zone: *mut ngx_shm_zone_t) -> Option<&'static [Ato
     Some(core::slice::from_raw_parts(region, bytes / 8))
 }
 
-/// How many bytes [`take_free_pages`] would find, for messages.
-pub unsafe fn free_bytes(zone: *mut ngx_shm_zone_t) -> usize {
+/// How many bytes [`take_free_pages`] finds.
+unsafe fn free_bytes(zone: *mut ngx_shm_zone_t) -> usize {
     let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
     (*pool).pfree << ngx::ffi::ngx_pagesize_shift
 }

@@ -233,43 +233,37 @@ fn nodes(
     memo: &mut Memo,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    write_metadata(out, &rows.meta, false);
-    let count_at = count_placeholder(out);
-    let mut outcome = Outcome {
-        rows_in: rows.len(),
-        ..Outcome::default()
-    };
     // A result without address columns names no node (`SELECT schema_version FROM
     // system.local`): nothing to rewrite, nothing to leave out.
     let names_nodes = plan.roles.contains(&Role::Address);
-    for row in rows.rows() {
-        if table == Table::Local {
-            plan.remember(&row, memo);
-        }
-        if !names_nodes {
-            out.extend_from_slice(row.raw());
-            outcome.rows_out += 1;
-            continue;
-        }
-        let proxy = match plan.node(&row).and_then(|(ip, port)| lookup(map, ip, port)) {
-            Some(proxy) => Some(proxy),
-            None => {
-                outcome.left_out.push(plan.describe(&row));
-                local.filter(|_| table == Table::Local)
+    rows_result(out, rows, false, |out, outcome| {
+        for row in rows.rows() {
+            if table == Table::Local {
+                plan.remember(&row, memo);
             }
-        };
-        if let Some(addr) = proxy {
-            let with = Replacement {
-                addr: canonical(addr),
-                token: None,
-                host_id: None,
+            if !names_nodes {
+                out.extend_from_slice(row.raw());
+                outcome.rows_out += 1;
+                continue;
+            }
+            let proxy = match plan.node(&row).and_then(|(ip, port)| lookup(map, ip, port)) {
+                Some(proxy) => Some(proxy),
+                None => {
+                    outcome.left_out.push(plan.describe(&row));
+                    local.filter(|_| table == Table::Local)
+                }
             };
-            write_row(out, &row, &plan.roles, &with);
-            outcome.rows_out += 1;
+            if let Some(addr) = proxy {
+                let with = Replacement {
+                    addr: canonical(addr),
+                    token: None,
+                    host_id: None,
+                };
+                write_row(out, &row, &plan.roles, &with);
+                outcome.rows_out += 1;
+            }
         }
-    }
-    set_count(out, count_at, outcome.rows_out);
-    outcome
+    })
 }
 
 /// [`Topology::Proxy`], `system.local`: the row names the instance `me` serving the client,
@@ -282,31 +276,25 @@ fn proxy_local(
     memo: &mut Memo,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    write_metadata(out, &rows.meta, false);
-    let count_at = count_placeholder(out);
-    let mut outcome = Outcome {
-        rows_in: rows.len(),
-        ..Outcome::default()
-    };
     let ring = me.map(|me| Ring::new(instances, me));
-    for row in rows.rows() {
-        plan.remember(&row, memo);
-        let Some(ring) = &ring else {
-            outcome.left_out.push(plan.describe(&row));
-            continue;
-        };
-        let (index, addr) = ring.me();
-        let token = token(index, ring.len(), memo.random_partitioner());
-        let with = Replacement {
-            addr,
-            token: Some(&token),
-            host_id: Some(host_id(addr)),
-        };
-        write_row(out, &row, &plan.roles, &with);
-        outcome.rows_out += 1;
-    }
-    set_count(out, count_at, outcome.rows_out);
-    outcome
+    rows_result(out, rows, false, |out, outcome| {
+        for row in rows.rows() {
+            plan.remember(&row, memo);
+            let Some(ring) = &ring else {
+                outcome.left_out.push(plan.describe(&row));
+                continue;
+            };
+            let (index, addr) = ring.me();
+            let token = token(index, ring.len(), memo.random_partitioner());
+            let with = Replacement {
+                addr,
+                token: Some(&token),
+                host_id: Some(host_id(addr)),
+            };
+            write_row(out, &row, &plan.roles, &with);
+            outcome.rows_out += 1;
+        }
+    })
 }
 
 /// [`Topology::Proxy`], `system.peers(_v2)`: one made-up row per instance other than `me`,
@@ -319,12 +307,6 @@ fn proxy_peers(
     memo: &Memo,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    write_metadata(out, &rows.meta, true);
-    let count_at = count_placeholder(out);
-    let mut outcome = Outcome {
-        rows_in: rows.len(),
-        ..Outcome::default()
-    };
     // The first real row's cells, once (data_center, rack, ... are copied from it).
     let first: Vec<Option<&[u8]>> = rows
         .rows()
@@ -336,24 +318,43 @@ fn proxy_peers(
     let ring = me
         .filter(|_| !plan.roles.is_empty())
         .map(|me| Ring::new(instances, me));
-    if let Some(ring) = ring {
-        for (index, addr) in ring.others() {
-            for (column, role) in plan.roles.iter().enumerate() {
-                match role {
-                    Role::Address => write_ip(out, addr.ip()),
-                    Role::Port => write_port(out, addr.port()),
-                    Role::Tokens => write_token_set(out, &token(index, ring.len(), random)),
-                    Role::HostId => write::bytes(out, Some(&host_id(addr))),
-                    Role::Memo(field) => {
-                        let real = first.get(column).copied().flatten();
-                        write::bytes(out, real.or_else(|| memo.get(*field)));
+    rows_result(out, rows, true, |out, outcome| {
+        if let Some(ring) = ring {
+            for (index, addr) in ring.others() {
+                for (column, role) in plan.roles.iter().enumerate() {
+                    match role {
+                        Role::Address => write_ip(out, addr.ip()),
+                        Role::Port => write_port(out, addr.port()),
+                        Role::Tokens => write_token_set(out, &token(index, ring.len(), random)),
+                        Role::HostId => write::bytes(out, Some(&host_id(addr))),
+                        Role::Memo(field) => {
+                            let real = first.get(column).copied().flatten();
+                            write::bytes(out, real.or_else(|| memo.get(*field)));
+                        }
+                        Role::Other => write::bytes(out, None),
                     }
-                    Role::Other => write::bytes(out, None),
                 }
+                outcome.rows_out += 1;
             }
-            outcome.rows_out += 1;
         }
-    }
+    })
+}
+
+/// A Rows result with `rows`' metadata (without its paging state if `drop_paging`) and the
+/// rows `write` writes, each counted in the outcome's `rows_out`.
+fn rows_result(
+    out: &mut Vec<u8>,
+    rows: &Rows<'_>,
+    drop_paging: bool,
+    write: impl FnOnce(&mut Vec<u8>, &mut Outcome),
+) -> Outcome {
+    write_metadata(out, &rows.meta, drop_paging);
+    let count_at = count_placeholder(out);
+    let mut outcome = Outcome {
+        rows_in: rows.len(),
+        ..Outcome::default()
+    };
+    write(out, &mut outcome);
     set_count(out, count_at, outcome.rows_out);
     outcome
 }

@@ -4,12 +4,11 @@
 use core::ffi::{c_char, c_void};
 use std::rc::Rc;
 
-use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{ngx_command_t, ngx_conf_t, NGX_CONF_1MORE, NGX_CONF_TAKE1};
 use ngx::ngx_string;
 
 use super::super::audit_log::{self, Sink};
-use super::{duplicate, inherit, on_off, refuse, setting, strings, words, At, Reading, SrvConf};
+use super::{duplicate, inherit, on_off, read_setting, setting, strings, Reading};
 use crate::audit::{Filter, Settings as AuditSettings};
 use crate::classify::Category;
 
@@ -68,28 +67,14 @@ unsafe extern "C" fn set_audit_log(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    let conf = &mut *(conf as *mut SrvConf);
-    let Some(settings) = conf.settings.as_mut() else {
-        return NGX_CONF_ERROR;
-    };
-    let words = words(&*cf);
-    let Some((name, args)) = words.split_first() else {
-        return NGX_CONF_ERROR;
-    };
-    let at = At::current(cf);
-    settings.note_directive(name, at.clone());
-    if settings.audit.log.is_some() {
-        return refuse(cf, format_args!("\"cql_audit_log\" is duplicate"));
-    }
-    match audit_log::parse(cf, args, at) {
-        Ok(sink) => {
-            settings.audit.log = Some(sink.map(Rc::new));
-            NGX_CONF_OK
+    read_setting(cf, conf, |settings, args, reading| {
+        if settings.audit.log.is_some() {
+            return Err("is duplicate".to_string());
         }
-        // NGINX said why.
-        Err(message) if message.is_empty() => NGX_CONF_ERROR,
-        Err(message) => refuse(cf, format_args!("\"cql_audit_log\" {message}")),
-    }
+        let sink = audit_log::parse(cf, args, reading.at.clone())?;
+        settings.audit.log = Some(sink.map(Rc::new));
+        Ok(())
+    })
 }
 
 setting_handlers! {

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use ngx::ffi::{ngx_command_t, NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_CONF_TAKE2};
 use ngx::ngx_string;
 
-use super::{duplicate, inherit, parse_count, setting, strings, Located, Reading, Refusal};
+use super::{duplicate, inherit, one_of, parse_count, setting, strings, Located, Reading, Refusal};
 use crate::identity::{JwtSettings, JwtValidator};
 use crate::session::{AuthMode, UpstreamCredentials, UpstreamLogin};
 
@@ -120,18 +120,16 @@ pub(super) fn auth(conf: &mut AuthConf, args: &[&str], reading: &Reading) -> Res
     if conf.mode.is_some() {
         return duplicate();
     }
-    conf.mode = Some(reading.locate(match args {
-        ["off"] => AuthMode::Off,
-        ["jwt"] => AuthMode::Token,
-        ["mtls"] => AuthMode::Certificate,
-        ["any"] => AuthMode::Any,
-        [other] => {
-            return Err(format!(
-                "invalid value \"{other}\": expected off, jwt, mtls or any"
-            ))
-        }
-        _ => return Err("takes one value".to_string()),
-    }));
+    let mode = one_of(
+        args,
+        &[
+            ("off", AuthMode::Off),
+            ("jwt", AuthMode::Token),
+            ("mtls", AuthMode::Certificate),
+            ("any", AuthMode::Any),
+        ],
+    )?;
+    conf.mode = Some(reading.locate(mode));
     Ok(())
 }
 

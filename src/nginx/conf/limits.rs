@@ -5,7 +5,6 @@
 
 use core::ffi::{c_char, c_void};
 use core::mem::offset_of;
-use core::ptr::null_mut;
 
 use ngx::core::NGX_CONF_OK;
 use ngx::ffi::{
@@ -14,7 +13,7 @@ use ngx::ffi::{
 };
 use ngx::ngx_string;
 
-use super::{merge, refuse, At, Handler, SrvConf, STREAM_AND_SERVER};
+use super::{command, merge, refuse, At, Handler, SrvConf, STREAM_AND_SERVER};
 use crate::session::Limits;
 
 const UNSET_NUM: ngx_int_t = NGX_CONF_UNSET as ngx_int_t;
@@ -142,14 +141,13 @@ impl LimitsConf {
 
 /// A bounded directive, written by `set` into the field of [`LimitsConf`] at `offset`.
 const fn bounded(name: ngx::ffi::ngx_str_t, set: Handler, offset: usize) -> ngx_command_t {
-    ngx_command_t {
+    command(
         name,
-        type_: (STREAM_AND_SERVER | NGX_CONF_TAKE1) as _,
-        set: Some(set),
-        conf: NGX_STREAM_SRV_CONF_OFFSET,
-        offset: offset_of!(SrvConf, limits) + offset,
-        post: null_mut(),
-    }
+        STREAM_AND_SERVER | NGX_CONF_TAKE1,
+        set,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        offset_of!(SrvConf, limits) + offset,
+    )
 }
 
 pub(super) const COMMANDS: [ngx_command_t; 6] = [
@@ -185,101 +183,56 @@ pub(super) const COMMANDS: [ngx_command_t; 6] = [
     ),
 ];
 
-/// `cql_max_frame_size size;`: NGINX's size syntax, bounded to what Cassandra accepts.
-unsafe extern "C" fn set_max_frame_size(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    set_bounded(
-        cf,
-        cmd,
-        conf,
-        ngx_conf_set_size_slot,
-        MIN_MAX_FRAME_SIZE..=MAX_MAX_FRAME_SIZE,
-        "64k and 256m",
-    )
+/// The handler of a bounded directive: NGINX's `slot`, then [`set_bounded`]'s check.
+macro_rules! bounded_handler {
+    ($(#[$doc:meta])* $handler:ident: $slot:ident, $bounds:expr, $said:literal) => {
+        $(#[$doc])*
+        unsafe extern "C" fn $handler(
+            cf: *mut ngx_conf_t,
+            cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            set_bounded(cf, cmd, conf, $slot, $bounds, $said)
+        }
+    };
 }
 
-/// `cql_max_handshake_frame_size size;`: the cap on frames before authentication.
-unsafe extern "C" fn set_max_handshake_frame_size(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    set_bounded(
-        cf,
-        cmd,
-        conf,
-        ngx_conf_set_size_slot,
-        MIN_MAX_HANDSHAKE_FRAME_SIZE..=MAX_MAX_HANDSHAKE_FRAME_SIZE,
-        "4k and 1m",
-    )
-}
-
-/// `cql_max_auth_response_size size;`: the cap on the AUTH_RESPONSE that carries a token.
-unsafe extern "C" fn set_max_auth_response_size(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    set_bounded(
-        cf,
-        cmd,
-        conf,
-        ngx_conf_set_size_slot,
-        MIN_MAX_AUTH_RESPONSE_SIZE..=MAX_MAX_AUTH_RESPONSE_SIZE,
-        "1k and 64k",
-    )
-}
-
-/// `cql_max_auth_attempts number;`: failed logins before the proxy closes the connection.
-unsafe extern "C" fn set_max_auth_attempts(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    set_bounded(
-        cf,
-        cmd,
-        conf,
-        ngx_conf_set_num_slot,
-        MIN_MAX_AUTH_ATTEMPTS..=MAX_MAX_AUTH_ATTEMPTS,
-        "1 and 100",
-    )
-}
-
-/// `cql_auth_timeout time;`: NGINX's time syntax, from the first byte to a successful login.
-unsafe extern "C" fn set_auth_timeout(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    set_bounded(
-        cf,
-        cmd,
-        conf,
-        ngx_conf_set_msec_slot,
-        MIN_AUTH_TIMEOUT..=MAX_AUTH_TIMEOUT,
-        "100ms and 10m",
-    )
-}
-
-/// `cql_max_queued_size size;`: bytes queued toward a peer before the proxy stops reading.
-unsafe extern "C" fn set_max_queued_size(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    set_bounded(
-        cf,
-        cmd,
-        conf,
-        ngx_conf_set_size_slot,
-        MIN_MAX_QUEUED_SIZE..=MAX_MAX_QUEUED_SIZE,
-        "16k and 64m",
-    )
-}
+bounded_handler!(
+    /// `cql_max_frame_size size;`: NGINX's size syntax, bounded to what Cassandra accepts.
+    set_max_frame_size: ngx_conf_set_size_slot,
+    MIN_MAX_FRAME_SIZE..=MAX_MAX_FRAME_SIZE,
+    "64k and 256m"
+);
+bounded_handler!(
+    /// `cql_max_handshake_frame_size size;`: the cap on frames before authentication.
+    set_max_handshake_frame_size: ngx_conf_set_size_slot,
+    MIN_MAX_HANDSHAKE_FRAME_SIZE..=MAX_MAX_HANDSHAKE_FRAME_SIZE,
+    "4k and 1m"
+);
+bounded_handler!(
+    /// `cql_max_auth_response_size size;`: the cap on the AUTH_RESPONSE that carries a token.
+    set_max_auth_response_size: ngx_conf_set_size_slot,
+    MIN_MAX_AUTH_RESPONSE_SIZE..=MAX_MAX_AUTH_RESPONSE_SIZE,
+    "1k and 64k"
+);
+bounded_handler!(
+    /// `cql_max_auth_attempts number;`: failed logins before the proxy closes the connection.
+    set_max_auth_attempts: ngx_conf_set_num_slot,
+    MIN_MAX_AUTH_ATTEMPTS..=MAX_MAX_AUTH_ATTEMPTS,
+    "1 and 100"
+);
+bounded_handler!(
+    /// `cql_auth_timeout time;`: NGINX's time syntax, from the first byte to a successful login.
+    set_auth_timeout: ngx_conf_set_msec_slot,
+    MIN_AUTH_TIMEOUT..=MAX_AUTH_TIMEOUT,
+    "100ms and 10m"
+);
+bounded_handler!(
+    /// `cql_max_queued_size size;`: bytes queued toward a peer before the proxy stops reading.
+    set_max_queued_size: ngx_conf_set_size_slot,
+    MIN_MAX_QUEUED_SIZE..=MAX_MAX_QUEUED_SIZE,
+    "16k and 64m"
+);
 
 /// NGINX's `slot`, then a bounds check that names the directive, file and line; the
 /// directive is noted for the "needs cql on" check.

@@ -184,6 +184,24 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
 }
 
+/// The value of a directive that takes one word of `choices`; another is refused naming
+/// them (`expected off, jwt, mtls or any`).
+fn one_of<T: Copy>(args: &[&str], choices: &[(&str, T)]) -> Result<T, String> {
+    let [word] = args else {
+        return Err("takes one value".to_string());
+    };
+    if let Some((_, value)) = choices.iter().find(|(name, _)| name == word) {
+        return Ok(*value);
+    }
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    let expected = match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Err(format!("invalid value \"{word}\": expected {expected}"))
+}
+
 /// The value of a directive that takes `on` or `off`.
 fn on_off(args: &[&str]) -> Result<bool, String> {
     match args {
@@ -300,7 +318,8 @@ unsafe fn conf_prefix(cf: *mut ngx_conf_t) -> PathBuf {
 
 /// The handler of every directive kept in [`Settings`]: the directive is noted for the
 /// "needs cql on" check, `read` reads its words after its name into the block's settings,
-/// and a mistake is refused as `"NAME" REASON` with the directive's file and line.
+/// and a mistake is refused as `"NAME" REASON` with the directive's file and line (an empty
+/// reason: NGINX has said why already).
 unsafe fn read_setting(
     cf: *mut ngx_conf_t,
     conf: *mut c_void,
@@ -324,6 +343,7 @@ unsafe fn read_setting(
     };
     match read(settings, args, &reading) {
         Ok(()) => NGX_CONF_OK,
+        Err(message) if message.is_empty() => NGX_CONF_ERROR,
         Err(message) => refuse(cf, format_args!("\"{name}\" {message}")),
     }
 }
@@ -382,16 +402,34 @@ const STREAM_AND_SERVER: u32 = NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF;
 type Handler =
     unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
 
-/// A directive of `stream` and `server` blocks kept in [`Settings`], read by `set`.
-const fn setting(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+/// A directive of the blocks and arguments `type_` names, read by `set` into the block's
+/// configuration (`conf`: NGINX's offset of the main or server configuration) at `offset`.
+const fn command(
+    name: ngx_str_t,
+    type_: u32,
+    set: Handler,
+    conf: usize,
+    offset: usize,
+) -> ngx_command_t {
     ngx_command_t {
         name,
-        type_: (STREAM_AND_SERVER | args) as _,
+        type_: type_ as _,
         set: Some(set),
-        conf: NGX_STREAM_SRV_CONF_OFFSET,
-        offset: 0,
+        conf,
+        offset,
         post: null_mut(),
     }
+}
+
+/// A directive of `stream` and `server` blocks kept in [`Settings`], read by `set`.
+const fn setting(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+    command(
+        name,
+        STREAM_AND_SERVER | args,
+        set,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        0,
+    )
 }
 
 /// `cql on | off`: NGINX's own flag slot.

@@ -7,7 +7,9 @@ use std::rc::Rc;
 use ngx::ffi::{ngx_command_t, NGX_CONF_TAKE1, NGX_CONF_TAKE12};
 use ngx::ngx_string;
 
-use super::{duplicate, inherit, on_off, parse_count, setting, At, Located, Reading, Refusal};
+use super::{
+    duplicate, inherit, on_off, one_of, parse_count, setting, At, Located, Reading, Refusal,
+};
 use crate::policy::Policy;
 use crate::session::{AuthMode, StreamReuse};
 
@@ -95,16 +97,10 @@ fn stream_reuse(conf: &mut PolicyConf, args: &[&str], _: &Reading) -> Result<(),
     if conf.stream_reuse.is_some() {
         return duplicate();
     }
-    conf.stream_reuse = Some(match args {
-        ["refuse"] => StreamReuse::Refuse,
-        ["wait"] => StreamReuse::Wait,
-        [other] => {
-            return Err(format!(
-                "invalid value \"{other}\": expected refuse or wait"
-            ))
-        }
-        _ => return Err("takes one value".to_string()),
-    });
+    conf.stream_reuse = Some(one_of(
+        args,
+        &[("refuse", StreamReuse::Refuse), ("wait", StreamReuse::Wait)],
+    )?);
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use super::super::limit_zones::{self, Layout, Zones};
 use super::super::metrics_zone::{self, MetricsZone};
 use super::super::module::ctx_index;
 use super::super::shm;
-use super::{owned_by_pool, parse_size, refuse, words, Handler, SrvConf};
+use super::{command, owned_by_pool, parse_size, refuse, words, Handler, SrvConf};
 use crate::limits::{CountZone, KeyTemplate, Rate, RateZone};
 
 /// `roles=` and `keyspaces=` defaults: names of each kept as labels before `other`.
@@ -41,14 +41,13 @@ pub struct MainConf {
 
 /// A directive of the `stream` block itself.
 const fn main(name: ngx::ffi::ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
-    ngx_command_t {
+    command(
         name,
-        type_: (NGX_STREAM_MAIN_CONF | args) as _,
-        set: Some(set),
-        conf: NGX_STREAM_MAIN_CONF_OFFSET,
-        offset: 0,
-        post: null_mut(),
-    }
+        NGX_STREAM_MAIN_CONF | args,
+        set,
+        NGX_STREAM_MAIN_CONF_OFFSET,
+        0,
+    )
 }
 
 pub(super) const COMMANDS: [ngx_command_t; 3] = [
