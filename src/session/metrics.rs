@@ -19,12 +19,6 @@ impl Session {
         self.meter.as_deref()
     }
 
-    /// Whether the session needs the monotonic clock (audit latencies, metrics, rate
-    /// limits).
-    pub fn reads_clock(&self) -> bool {
-        self.audit.is_some() || self.meter().is_some() || !self.config.quotas.rates.is_empty()
-    }
-
     pub(super) fn meter_bytes(&self, from: Direction, n: usize) {
         if let Some(meter) = self.meter() {
             let peer = match from {
