@@ -397,10 +397,11 @@ impl Session {
 
     /// A timer of the session's ran out at `now`: the handshake deadline
     /// ([`Session::auth_deadline_ms`]). A client that has not logged in yet is disconnected
-    /// ([`Output::Close`], audited).
+    /// ([`Output::Close`], audited), also while a refusal waits to reach it.
     pub fn handle_timeout(&mut self, now: Now) {
         self.advance(now);
-        if self.is_authenticated() || self.closing {
+        // A refusal still waiting for the server's response to end is cut short too.
+        if self.is_authenticated() {
             return;
         }
         let violation = Violation {

@@ -2097,3 +2097,38 @@ fn a_login_cassandra_refused_and_tried_again_holds_one_connection() {
     drop(w);
     assert_eq!(held(), 0);
 }
+
+#[test]
+fn a_client_that_has_not_logged_in_by_the_deadline_is_disconnected_and_one_that_has_is_not() {
+    let session = Setup {
+        audit: true,
+        ..Setup::default()
+    }
+    .session();
+    let mut w = Wire::new(audited(session), 4);
+    w.client_sends(1, Opcode::Startup, &startup_body());
+    w.session.handle_timeout(w.now);
+    w.out.poll(&mut w.session);
+    let Some(Output::Close(violation)) = w.out.end.take() else {
+        panic!("no close: {:?}", w.out.end);
+    };
+    let ms = Limits::default().auth_timeout_ms;
+    assert_eq!(violation.fault, Fault::AuthTimeout { ms });
+    assert_eq!(
+        violation.to_string(),
+        format!("client did not authenticate within {ms} ms (cql_auth_timeout)")
+    );
+    let lines = audit_lines(&mut w);
+    assert!(
+        lines.iter().any(|l| l["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cql_auth_timeout"))),
+        "{lines:?}"
+    );
+
+    let mut w = Wire::new(Setup::default().session(), 4);
+    w.log_in(&token("alice", NOW + 600));
+    w.session.handle_timeout(w.now);
+    w.out.poll(&mut w.session);
+    assert_eq!(w.out.end, None);
+}
