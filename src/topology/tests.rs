@@ -27,6 +27,23 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// The nodes layout: each node, at the first address of a pair, behind the proxy at the second.
+fn nodes_map(pairs: &[(&str, &str)]) -> Topology {
+    Topology::Nodes {
+        map: pairs
+            .iter()
+            .map(|&(node, proxy)| (addr(node), addr(proxy)))
+            .collect(),
+    }
+}
+
+/// The proxy layout: a ring of the proxy instances at `instances`.
+fn proxy_layout(instances: &[&str]) -> Topology {
+    Topology::Proxy {
+        instances: instances.iter().map(|i| addr(i)).collect(),
+    }
+}
+
 fn ip4(s: &str) -> Vec<u8> {
     match s.parse::<IpAddr>().unwrap() {
         IpAddr::V4(v) => v.octets().to_vec(),
@@ -127,6 +144,53 @@ fn metadata_bytes<'a>(body: &'a [u8], version: u8, columns: Option<&Columns>) ->
     &body[..body.len() - rows_part]
 }
 
+/// A Rows body of protocol `version` with a global table spec: `columns` of `system.<table>`,
+/// then `rows`.
+fn table_body(
+    version: u8,
+    table: &str,
+    columns: Vec<(&str, &[u8])>,
+    rows: Vec<Vec<Option<Vec<u8>>>>,
+) -> Vec<u8> {
+    rows_body(&Body {
+        version,
+        flags: 1,
+        table,
+        columns,
+        rows,
+        ..Body::default()
+    })
+}
+
+/// Decodes a Rows body that carries its own metadata.
+fn parsed(body: &[u8], version: u8) -> Rows<'_> {
+    Rows::parse(body, version, None).unwrap()
+}
+
+/// The items of the set<text> cell of column `name` in row `row`, in their order.
+fn text_set_of(rows: &Rows<'_>, name: &str, row: usize) -> Vec<String> {
+    read_text_set(&column(rows, name)[row].clone().expect("a set"))
+}
+
+/// The outcome of a rewrite that read `rows_in` rows, wrote `rows_out` and left `left_out` out.
+fn outcome_with(rows_in: usize, rows_out: usize, left_out: &[&str]) -> Outcome {
+    Outcome {
+        rows_in,
+        rows_out,
+        left_out: left_out.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Checks that a rewritten body has the metadata of the original, byte for byte.
+fn check_metadata_kept(original: &[u8], rewritten: &[u8], version: u8) {
+    assert_eq!(
+        metadata_bytes(rewritten, version, None),
+        metadata_bytes(original, version, None),
+        "metadata as it came"
+    );
+}
+
+/// The arguments of a rewrite besides the body and the memo.
 #[derive(Clone, Copy)]
 struct Call<'a> {
     topology: &'a Topology,
@@ -136,9 +200,48 @@ struct Call<'a> {
     columns: Option<&'a Columns>,
 }
 
-fn rewrite(call: Call<'_>, body: &[u8], memo: &mut Memo) -> (Outcome, Vec<u8>) {
-    let mut out = b"prefix".to_vec();
-    let outcome = rewrite_rows(
+impl<'a> Call<'a> {
+    /// A rewrite under `topology` of a `table` answer of protocol `version`, through the proxy
+    /// at `local`; the answer carries its own metadata.
+    fn new(topology: &'a Topology, table: Table, local: Option<SocketAddr>, version: u8) -> Self {
+        Call {
+            topology,
+            table,
+            local,
+            version,
+            columns: None,
+        }
+    }
+
+    fn with_topology(self, topology: &'a Topology) -> Self {
+        Call { topology, ..self }
+    }
+
+    fn with_table(self, table: Table) -> Self {
+        Call { table, ..self }
+    }
+
+    fn with_local(self, local: Option<SocketAddr>) -> Self {
+        Call { local, ..self }
+    }
+
+    fn with_version(self, version: u8) -> Self {
+        Call { version, ..self }
+    }
+
+    fn with_columns(self, columns: Option<&'a Columns>) -> Self {
+        Call { columns, ..self }
+    }
+}
+
+/// [`rewrite_rows`] with the arguments of `call`.
+fn try_rewrite(
+    call: Call<'_>,
+    body: &[u8],
+    memo: &mut Memo,
+    out: &mut Vec<u8>,
+) -> Result<Outcome, CodecError> {
+    rewrite_rows(
         call.topology,
         call.table,
         call.local,
@@ -146,14 +249,28 @@ fn rewrite(call: Call<'_>, body: &[u8], memo: &mut Memo) -> (Outcome, Vec<u8>) {
         body,
         call.columns,
         memo,
-        &mut out,
+        out,
     )
-    .unwrap_or_else(|e| panic!("rewrite failed: {e}"));
+}
+
+/// A rewrite that must succeed: it appends to the buffer it is given, and what it wrote
+/// re-parses with as many rows as it reports.
+fn rewrite(call: Call<'_>, body: &[u8], memo: &mut Memo) -> (Outcome, Vec<u8>) {
+    let mut out = b"prefix".to_vec();
+    let outcome =
+        try_rewrite(call, body, memo, &mut out).unwrap_or_else(|e| panic!("rewrite failed: {e}"));
     assert_eq!(&out[..6], b"prefix", "appends to out");
     let out = out.split_off(6);
     let rows = Rows::parse(&out, call.version, call.columns).expect("the output re-parses");
     assert_eq!(rows.len(), outcome.rows_out);
     (outcome, out)
+}
+
+/// A rewrite with an empty memo that must succeed and leave no row out: what it wrote.
+fn rewrite_leaving_none_out(call: Call<'_>, body: &[u8]) -> Vec<u8> {
+    let (outcome, out) = rewrite(call, body, &mut Memo::default());
+    assert!(outcome.left_out.is_empty(), "{:?}", outcome.left_out);
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,6 +380,23 @@ fn table_of(query: &str) -> Table {
     }
 }
 
+impl Exchange {
+    /// The system table the query asked.
+    fn table(&self) -> Table {
+        table_of(&self.query)
+    }
+
+    /// The rewrite of this answer under `topology`, through the proxy at `local`.
+    fn call<'a>(&self, topology: &'a Topology, local: Option<SocketAddr>) -> Call<'a> {
+        Call::new(topology, self.table(), local, self.version)
+    }
+
+    /// The answer as Cassandra sent it.
+    fn rows(&self) -> Rows<'_> {
+        parsed(&self.result, self.version)
+    }
+}
+
 const CAPTURES: [&str; 7] = [
     "py-v3-plain",
     "py-v4-plain",
@@ -278,18 +412,38 @@ const NODE: &str = "127.0.0.1:9042";
 const PROXY: &str = "10.9.0.1:9142";
 const OTHER_PROXY: &str = "10.9.0.2:9142";
 
-/// Checks a rewritten row against the original: address and port columns name `proxy`,
-/// `changed` columns differ, every other cell is byte-identical.
+/// The system table answers of every connection of the captures, a connection at a time, with
+/// the name of its capture. The driver's connections are 0 and 1; in `py-negotiate`, 2 and 3
+/// (on 0 and 1 the server refused the protocol versions the driver tried first).
+fn capture_connections() -> Vec<(&'static str, Vec<Exchange>)> {
+    let mut out = Vec::new();
+    for session in CAPTURES {
+        let conns = if session == "py-negotiate" {
+            [2, 3]
+        } else {
+            [0, 1]
+        };
+        for conn in conns {
+            out.push((session, exchanges(session, conn)));
+        }
+    }
+    out
+}
+
+/// Checks row `row` of a rewritten answer against the original: address and port columns
+/// that were not null name `proxy`, `changed` columns differ, every other cell is
+/// byte-identical.
 fn check_row(
     table: Table,
     before: &Rows<'_>,
     after: &Rows<'_>,
+    row: usize,
     proxy: SocketAddr,
     changed: &[&str],
 ) {
     assert_eq!(before.columns(), after.columns());
-    let b = before.rows().next().unwrap();
-    let a = after.rows().next().unwrap();
+    let b = before.rows().nth(row).unwrap();
+    let a = after.rows().nth(row).unwrap();
     for (i, c) in after.columns().iter().enumerate() {
         let (old, new) = (b.value(i), a.value(i));
         if table.address_columns().contains(&c.name) && old.is_some() {
@@ -304,75 +458,60 @@ fn check_row(
     }
 }
 
+/// Checks the cells that the made-up peers row of a recorded answer copies from the local row:
+/// data centre `datacenter1`, rack `rack1`, and `release_version`.
+fn check_copied_from_local(after: &Rows<'_>, release_version: &[Option<Vec<u8>>]) {
+    assert_eq!(
+        column(after, "data_center"),
+        [Some(b"datacenter1".to_vec())]
+    );
+    assert_eq!(column(after, "rack"), [Some(b"rack1".to_vec())]);
+    assert_eq!(column(after, "release_version"), release_version);
+}
+
 #[test]
 fn recorded_answers_of_cassandra_in_the_nodes_layout() {
-    let topology = Topology::Nodes {
-        map: vec![(addr(NODE), addr(PROXY))],
-    };
+    let topology = nodes_map(&[(NODE, PROXY)]);
     let mut seen = 0;
-    for session in CAPTURES {
-        let conns: &[u32] = if session == "py-negotiate" {
-            &[2, 3]
-        } else {
-            &[0, 1]
-        };
-        for &conn in conns {
-            let mut memo = Memo::default();
-            for x in exchanges(session, conn) {
-                let table = table_of(&x.query);
-                let call = Call {
-                    topology: &topology,
-                    table,
-                    local: Some(addr(PROXY)),
-                    version: x.version,
-                    columns: None,
-                };
-                let before = Rows::parse(&x.result, x.version, None).unwrap();
-                let (outcome, out) = rewrite(call, &x.result, &mut memo);
-                let after = Rows::parse(&out, x.version, None).unwrap();
-                assert!(
-                    outcome.left_out.is_empty(),
-                    "{session}: {:?}",
-                    outcome.left_out
-                );
-                assert_eq!(
-                    (outcome.rows_in, outcome.rows_out),
-                    (before.len(), before.len())
-                );
-                assert_eq!(
-                    metadata_bytes(&out, x.version, None),
-                    metadata_bytes(&x.result, x.version, None),
-                    "metadata as it came"
-                );
-                match table {
-                    Table::Local => {
-                        assert_eq!(after.len(), 1, "{session} {}", x.query);
-                        check_row(table, &before, &after, addr(PROXY), &[]);
-                        if x.query.starts_with("SELECT *") {
-                            // Tokens and host id kept; the node's addresses are gone.
-                            assert_eq!(column(&after, "tokens"), column(&before, "tokens"));
-                            assert_eq!(column(&after, "host_id"), column(&before, "host_id"));
-                            assert_eq!(column(&after, "rpc_address"), [Some(ip4("10.9.0.1"))]);
-                            assert_eq!(column(&after, "rpc_port"), [Some(int_cell(9142))]);
-                            assert_eq!(
-                                column(&after, "broadcast_address"),
-                                [Some(ip4("10.9.0.1"))]
-                            );
-                            assert_eq!(
-                                read_text_set(&column(&after, "tokens")[0].clone().unwrap()).len(),
-                                16
-                            );
-                            seen += 1;
-                        } else {
-                            // SELECT schema_version: nothing names the node.
-                            assert_eq!(out, x.result);
-                        }
-                    }
-                    Table::Peers | Table::PeersV2 => {
-                        // A single node: no peers, the answer goes on unchanged.
-                        assert_eq!(after.len(), 0);
+    for (session, xs) in capture_connections() {
+        let mut memo = Memo::default();
+        for x in xs {
+            let table = x.table();
+            let (outcome, out) =
+                rewrite(x.call(&topology, Some(addr(PROXY))), &x.result, &mut memo);
+            let (before, after) = (x.rows(), parsed(&out, x.version));
+            assert!(
+                outcome.left_out.is_empty(),
+                "{session}: {:?}",
+                outcome.left_out
+            );
+            assert_eq!(
+                (outcome.rows_in, outcome.rows_out),
+                (before.len(), before.len())
+            );
+            check_metadata_kept(&x.result, &out, x.version);
+            match table {
+                Table::Local => {
+                    assert_eq!(after.len(), 1, "{session} {}", x.query);
+                    check_row(table, &before, &after, 0, addr(PROXY), &[]);
+                    if x.query.starts_with("SELECT *") {
+                        // Tokens and host id kept; the node's addresses are gone.
+                        assert_eq!(column(&after, "tokens"), column(&before, "tokens"));
+                        assert_eq!(column(&after, "host_id"), column(&before, "host_id"));
+                        assert_eq!(column(&after, "rpc_address"), [Some(ip4("10.9.0.1"))]);
+                        assert_eq!(column(&after, "rpc_port"), [Some(int_cell(9142))]);
+                        assert_eq!(column(&after, "broadcast_address"), [Some(ip4("10.9.0.1"))]);
+                        assert_eq!(text_set_of(&after, "tokens", 0).len(), 16);
+                        seen += 1;
+                    } else {
+                        // SELECT schema_version: nothing names the node.
                         assert_eq!(out, x.result);
                     }
+                }
+                Table::Peers | Table::PeersV2 => {
+                    // A single node: no peers, the answer goes on unchanged.
+                    assert_eq!(after.len(), 0);
+                    assert_eq!(out, x.result);
                 }
             }
         }
@@ -386,90 +525,69 @@ fn recorded_answers_of_cassandra_in_the_nodes_layout() {
 
 #[test]
 fn recorded_answers_of_cassandra_in_the_proxy_layout() {
-    let topology = Topology::Proxy {
-        instances: vec![addr(PROXY), addr(OTHER_PROXY)],
-    };
+    let topology = proxy_layout(&[PROXY, OTHER_PROXY]);
     let mut local_rows = 0;
     let mut made_up = 0;
-    for session in CAPTURES {
-        let conns: &[u32] = if session == "py-negotiate" {
-            &[2, 3]
-        } else {
-            &[0, 1]
-        };
-        for &conn in conns {
-            let xs = exchanges(session, conn);
-            // Local answers first, so that the memo is filled, then in arrival order.
-            let mut memo = Memo::default();
-            let mut order: Vec<&Exchange> =
-                xs.iter().filter(|x| x.query.contains("local")).collect();
-            order.extend(xs.iter());
-            for x in order {
-                let table = table_of(&x.query);
-                let call = Call {
-                    topology: &topology,
-                    table,
-                    local: Some(addr(PROXY)),
-                    version: x.version,
-                    columns: None,
-                };
-                let before = Rows::parse(&x.result, x.version, None).unwrap();
-                let (outcome, out) = rewrite(call, &x.result, &mut memo);
-                let after = Rows::parse(&out, x.version, None).unwrap();
-                assert!(outcome.left_out.is_empty());
-                assert_eq!(after.columns(), before.columns());
-                match table {
-                    Table::Local if x.query.starts_with("SELECT *") => {
-                        check_row(table, &before, &after, addr(PROXY), &["tokens", "host_id"]);
-                        // Instance 0 of 2 on the Murmur3 ring.
-                        let tokens = column(&after, "tokens")[0].clone().unwrap();
-                        assert_eq!(read_text_set(&tokens), ["-9223372036854775808"]);
-                        assert_eq!(
-                            column(&after, "host_id"),
-                            [Some(host_id(addr(PROXY)).to_vec())]
-                        );
-                        assert_eq!(
-                            memo.get(Field::DataCenter),
-                            Some(&b"datacenter1"[..]),
-                            "{session}"
-                        );
-                        assert_eq!(
-                            memo.get(Field::Partitioner),
-                            Some(&b"org.apache.cassandra.dht.Murmur3Partitioner"[..])
-                        );
-                        local_rows += 1;
+    for (session, xs) in capture_connections() {
+        // Local answers first, so that the memo is filled, then in arrival order.
+        let mut memo = Memo::default();
+        let mut order: Vec<&Exchange> = xs.iter().filter(|x| x.query.contains("local")).collect();
+        order.extend(xs.iter());
+        for x in order {
+            let table = x.table();
+            let (outcome, out) =
+                rewrite(x.call(&topology, Some(addr(PROXY))), &x.result, &mut memo);
+            let (before, after) = (x.rows(), parsed(&out, x.version));
+            assert!(outcome.left_out.is_empty());
+            assert_eq!(after.columns(), before.columns());
+            match table {
+                Table::Local if x.query.starts_with("SELECT *") => {
+                    check_row(
+                        table,
+                        &before,
+                        &after,
+                        0,
+                        addr(PROXY),
+                        &["tokens", "host_id"],
+                    );
+                    // Instance 0 of 2 on the Murmur3 ring.
+                    assert_eq!(text_set_of(&after, "tokens", 0), ["-9223372036854775808"]);
+                    assert_eq!(
+                        column(&after, "host_id"),
+                        [Some(host_id(addr(PROXY)).to_vec())]
+                    );
+                    assert_eq!(
+                        memo.get(Field::DataCenter),
+                        Some(&b"datacenter1"[..]),
+                        "{session}"
+                    );
+                    assert_eq!(
+                        memo.get(Field::Partitioner),
+                        Some(&b"org.apache.cassandra.dht.Murmur3Partitioner"[..])
+                    );
+                    local_rows += 1;
+                }
+                Table::Local => assert_eq!(out, x.result),
+                Table::Peers | Table::PeersV2 => {
+                    // The other instance, made up from the memo.
+                    assert_eq!(before.len(), 0);
+                    assert_eq!(after.len(), 1);
+                    let other = addr(OTHER_PROXY);
+                    assert_eq!(column(&after, "peer"), [Some(ip4("10.9.0.2"))]);
+                    assert_eq!(column(&after, "native_address"), [Some(ip4("10.9.0.2"))]);
+                    assert_eq!(column(&after, "native_port"), [Some(int_cell(9142))]);
+                    assert_eq!(column(&after, "peer_port"), [Some(int_cell(9142))]);
+                    assert_eq!(column(&after, "host_id"), [Some(host_id(other).to_vec())]);
+                    assert_eq!(
+                        column(&after, "schema_version"),
+                        [memo.get(Field::SchemaVersion).map(<[u8]>::to_vec)]
+                    );
+                    if x.query.starts_with("SELECT *") {
+                        assert_eq!(text_set_of(&after, "tokens", 0), ["0"]);
+                        check_copied_from_local(&after, &[Some(b"4.0-rc1-SNAPSHOT".to_vec())]);
+                        assert_eq!(column(&after, "preferred_ip"), [Some(ip4("10.9.0.2"))]);
                     }
-                    Table::Local => assert_eq!(out, x.result),
-                    Table::Peers | Table::PeersV2 => {
-                        // The other instance, made up from the memo.
-                        assert_eq!(before.len(), 0);
-                        assert_eq!(after.len(), 1);
-                        let other = addr(OTHER_PROXY);
-                        assert_eq!(column(&after, "peer"), [Some(ip4("10.9.0.2"))]);
-                        assert_eq!(column(&after, "native_address"), [Some(ip4("10.9.0.2"))]);
-                        assert_eq!(column(&after, "native_port"), [Some(int_cell(9142))]);
-                        assert_eq!(column(&after, "peer_port"), [Some(int_cell(9142))]);
-                        assert_eq!(column(&after, "host_id"), [Some(host_id(other).to_vec())]);
-                        assert_eq!(
-                            column(&after, "schema_version"),
-                            [memo.get(Field::SchemaVersion).map(<[u8]>::to_vec)]
-                        );
-                        if x.query.starts_with("SELECT *") {
-                            let tokens = column(&after, "tokens")[0].clone().unwrap();
-                            assert_eq!(read_text_set(&tokens), ["0"]);
-                            assert_eq!(
-                                column(&after, "data_center"),
-                                [Some(b"datacenter1".to_vec())]
-                            );
-                            assert_eq!(column(&after, "rack"), [Some(b"rack1".to_vec())]);
-                            assert_eq!(
-                                column(&after, "release_version"),
-                                [Some(b"4.0-rc1-SNAPSHOT".to_vec())]
-                            );
-                            assert_eq!(column(&after, "preferred_ip"), [Some(ip4("10.9.0.2"))]);
-                        }
-                        made_up += 1;
-                    }
+                    made_up += 1;
                 }
             }
         }
@@ -483,21 +601,13 @@ fn recorded_answers_of_cassandra_in_the_proxy_layout() {
 fn recorded_peers_answer_in_arrival_order_has_no_memo_yet() {
     // The driver asks for peers_v2 before local on its control connection: the made-up row
     // has nulls where the memo would fill in.
-    let topology = Topology::Proxy {
-        instances: vec![addr(PROXY), addr(OTHER_PROXY)],
-    };
+    let topology = proxy_layout(&[PROXY, OTHER_PROXY]);
     let x = exchanges("py-v4-plain", 0);
     let first = x.first().unwrap();
     assert_eq!(first.query, "SELECT * FROM system.peers_v2");
-    let call = Call {
-        topology: &topology,
-        table: Table::PeersV2,
-        local: Some(addr(PROXY)),
-        version: 4,
-        columns: None,
-    };
+    let call = Call::new(&topology, Table::PeersV2, Some(addr(PROXY)), 4);
     let (_, out) = rewrite(call, &first.result, &mut Memo::default());
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let after = parsed(&out, 4);
     assert_eq!(column(&after, "data_center"), [None]);
     assert_eq!(column(&after, "schema_version"), [None]);
     assert_eq!(column(&after, "peer"), [Some(ip4("10.9.0.2"))]);
@@ -609,13 +719,32 @@ fn local_row(ip: &str, partitioner: &str) -> Vec<Option<Vec<u8>>> {
 
 const MURMUR3: &str = "org.apache.cassandra.dht.Murmur3Partitioner";
 
+/// A `SELECT * FROM system.local` answer of protocol `version`: the node at `ip`, on a ring of
+/// `partitioner`.
+fn local_body(version: u8, ip: &str, partitioner: &str) -> Vec<u8> {
+    table_body(
+        version,
+        "local",
+        local_columns(),
+        vec![local_row(ip, partitioner)],
+    )
+}
+
+/// A protocol v4 `SELECT * FROM system.peers` answer with `rows`.
+fn peers_body(rows: Vec<Vec<Option<Vec<u8>>>>) -> Vec<u8> {
+    table_body(4, "peers", peers_columns(), rows)
+}
+
+/// A protocol v4 `SELECT * FROM system.peers_v2` answer with `rows`.
+fn peers_v2_body(rows: Vec<Vec<Option<Vec<u8>>>>) -> Vec<u8> {
+    table_body(4, "peers_v2", peers_v2_columns(), rows)
+}
+
 fn three_nodes_map() -> Topology {
-    Topology::Nodes {
-        map: vec![
-            (addr("10.0.1.1:9042"), addr("10.9.0.1:9042")),
-            (addr("10.0.1.2:9042"), addr("10.9.0.2:9042")),
-        ],
-    }
+    nodes_map(&[
+        ("10.0.1.1:9042", "10.9.0.1:9042"),
+        ("10.0.1.2:9042", "10.9.0.2:9042"),
+    ])
 }
 
 #[test]
@@ -624,53 +753,26 @@ fn three_nodes_peers_rows_in_the_nodes_layout_leave_the_unmapped_peer_out() {
     // Connected to the proxy of node 1: the peers are nodes 2 (mapped) and 3 (not).
     for table in [Table::Peers, Table::PeersV2] {
         let body = if table == Table::Peers {
-            rows_body(&Body {
-                version: 4,
-                flags: 1,
-                table: "peers",
-                columns: peers_columns(),
-                rows: vec![
-                    peers_row("10.0.1.3", Some("10.0.1.3"), "dc1", 3),
-                    peers_row("10.0.1.2", Some("10.0.1.2"), "dc2", 2),
-                ],
-                ..Body::default()
-            })
+            peers_body(vec![
+                peers_row("10.0.1.3", Some("10.0.1.3"), "dc1", 3),
+                peers_row("10.0.1.2", Some("10.0.1.2"), "dc2", 2),
+            ])
         } else {
-            rows_body(&Body {
-                version: 4,
-                flags: 1,
-                table: "peers_v2",
-                columns: peers_v2_columns(),
-                rows: vec![
-                    peers_v2_row("10.0.1.3", 9042, 3),
-                    peers_v2_row("10.0.1.2", 9042, 2),
-                ],
-                ..Body::default()
-            })
+            peers_v2_body(vec![
+                peers_v2_row("10.0.1.3", 9042, 3),
+                peers_v2_row("10.0.1.2", 9042, 2),
+            ])
         };
-        let call = Call {
-            topology: &topology,
-            table,
-            local: Some(addr("10.9.0.1:9042")),
-            version: 4,
-            columns: None,
-        };
+        let call = Call::new(&topology, table, Some(addr("10.9.0.1:9042")), 4);
         let (outcome, out) = rewrite(call, &body, &mut Memo::default());
         let want_left = if table == Table::Peers {
             "10.0.1.3"
         } else {
             "10.0.1.3:9042"
         };
-        assert_eq!(
-            outcome,
-            Outcome {
-                rows_in: 2,
-                rows_out: 1,
-                left_out: vec![want_left.to_string()]
-            }
-        );
-        let before = Rows::parse(&body, 4, None).unwrap();
-        let after = Rows::parse(&out, 4, None).unwrap();
+        assert_eq!(outcome, outcome_with(2, 1, &[want_left]));
+        let before = parsed(&body, 4);
+        let after = parsed(&out, 4);
         assert_eq!(column(&after, "peer"), [Some(ip4("10.9.0.2"))]);
         // Node 2's row, addresses rewritten, the rest kept.
         let host_id = column(&before, "host_id")[1].clone();
@@ -695,53 +797,26 @@ fn three_nodes_peers_rows_in_the_nodes_layout_leave_the_unmapped_peer_out() {
 #[test]
 fn three_nodes_local_row_in_the_nodes_layout() {
     let topology = three_nodes_map();
-    let body = rows_body(&Body {
-        version: 5,
-        flags: 1,
-        table: "local",
-        columns: local_columns(),
-        rows: vec![local_row("10.0.1.2", MURMUR3)],
-        ..Body::default()
-    });
-    let call = Call {
-        topology: &topology,
-        table: Table::Local,
-        local: Some(addr("10.9.0.2:9042")),
-        version: 5,
-        columns: None,
-    };
+    let body = local_body(5, "10.0.1.2", MURMUR3);
+    let call = Call::new(&topology, Table::Local, Some(addr("10.9.0.2:9042")), 5);
     let mut memo = Memo::default();
     let (outcome, out) = rewrite(call, &body, &mut memo);
     assert!(outcome.left_out.is_empty());
-    let before = Rows::parse(&body, 5, None).unwrap();
-    let after = Rows::parse(&out, 5, None).unwrap();
-    check_row(Table::Local, &before, &after, addr("10.9.0.2:9042"), &[]);
+    let before = parsed(&body, 5);
+    let after = parsed(&out, 5);
+    check_row(Table::Local, &before, &after, 0, addr("10.9.0.2:9042"), &[]);
     assert_eq!(memo.get(Field::DataCenter), Some(&b"dc1"[..]));
 
     // Node 3 has no proxy: the row names the proxy the client connected to, and is reported.
-    let body = rows_body(&Body {
-        version: 5,
-        flags: 1,
-        table: "local",
-        columns: local_columns(),
-        rows: vec![local_row("10.0.1.3", MURMUR3)],
-        ..Body::default()
-    });
+    let body = local_body(5, "10.0.1.3", MURMUR3);
     let (outcome, out) = rewrite(call, &body, &mut memo);
     assert_eq!(outcome.left_out, ["10.0.1.3:9042"]);
     assert_eq!(outcome.rows_out, 1);
-    let after = Rows::parse(&out, 5, None).unwrap();
+    let after = parsed(&out, 5);
     assert_eq!(column(&after, "rpc_address"), [Some(ip4("10.9.0.2"))]);
     assert_eq!(column(&after, "listen_address"), [Some(ip4("10.9.0.2"))]);
     // Unknown local address: left out.
-    let (outcome, _) = rewrite(
-        Call {
-            local: None,
-            ..call
-        },
-        &body,
-        &mut memo,
-    );
+    let (outcome, _) = rewrite(call.with_local(None), &body, &mut memo);
     assert_eq!((outcome.rows_out, outcome.left_out.len()), (0, 1));
 }
 
@@ -756,26 +831,13 @@ fn three_nodes_in_the_proxy_layout() {
         instances: instances.clone(),
     };
     let mut memo = Memo::default();
-    let local = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "local",
-        columns: local_columns(),
-        rows: vec![local_row("10.0.1.1", MURMUR3)],
-        ..Body::default()
-    });
-    let call = Call {
-        topology: &topology,
-        table: Table::Local,
-        local: Some(addr("10.9.0.2:9042")),
-        version: 4,
-        columns: None,
-    };
+    let local = local_body(4, "10.0.1.1", MURMUR3);
+    let call = Call::new(&topology, Table::Local, Some(addr("10.9.0.2:9042")), 4);
     let (outcome, out) = rewrite(call, &local, &mut memo);
     assert_eq!((outcome.rows_in, outcome.rows_out), (1, 1));
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let after = parsed(&out, 4);
     // Instance 1 of 3: -2^63 + floor(2^64 / 3).
-    let t = read_text_set(&column(&after, "tokens")[0].clone().unwrap());
+    let t = text_set_of(&after, "tokens", 0);
     assert_eq!(t, ["-3074457345618258603"]);
     assert_eq!(t[0], token(1, 3, false));
     assert_eq!(
@@ -788,34 +850,13 @@ fn three_nodes_in_the_proxy_layout() {
 
     // Peers: the two other instances, whatever the real rows were; data_center from the
     // first real row, schema_version too.
-    let peers = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers",
-        columns: peers_columns(),
-        rows: vec![
-            peers_row("10.0.1.2", Some("10.0.1.2"), "dc-east", 2),
-            peers_row("10.0.1.3", None, "dc-west", 3),
-        ],
-        ..Body::default()
-    });
-    let (outcome, out) = rewrite(
-        Call {
-            table: Table::Peers,
-            ..call
-        },
-        &peers,
-        &mut memo,
-    );
-    assert_eq!(
-        outcome,
-        Outcome {
-            rows_in: 2,
-            rows_out: 2,
-            left_out: vec![]
-        }
-    );
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let peers = peers_body(vec![
+        peers_row("10.0.1.2", Some("10.0.1.2"), "dc-east", 2),
+        peers_row("10.0.1.3", None, "dc-west", 3),
+    ]);
+    let (outcome, out) = rewrite(call.with_table(Table::Peers), &peers, &mut memo);
+    assert_eq!(outcome, outcome_with(2, 2, &[]));
+    let after = parsed(&out, 4);
     assert_eq!(
         column(&after, "peer"),
         [Some(ip4("10.9.0.1")), Some(ip4("10.9.0.3"))]
@@ -844,29 +885,20 @@ fn three_nodes_in_the_proxy_layout() {
     assert_eq!(tokens, [vec![token(0, 3, false)], vec![token(2, 3, false)]]);
 
     // A narrower query: exactly its columns, in its order; the others from the memo.
-    let narrow = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers",
-        columns: vec![
+    let narrow = table_body(
+        4,
+        "peers",
+        vec![
             ("schema_version", UUID),
             ("rack", TEXT),
             ("peer", INET),
             ("other", BLOB),
         ],
-        rows: vec![],
-        ..Body::default()
-    });
-    let (outcome, out) = rewrite(
-        Call {
-            table: Table::Peers,
-            ..call
-        },
-        &narrow,
-        &mut memo,
+        vec![],
     );
+    let (outcome, out) = rewrite(call.with_table(Table::Peers), &narrow, &mut memo);
     assert_eq!((outcome.rows_in, outcome.rows_out), (0, 2));
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let after = parsed(&out, 4);
     assert_eq!(after.columns().len(), 4);
     assert_eq!(column(&after, "schema_version")[0], Some(vec![7; 16]));
     assert_eq!(column(&after, "rack")[1], Some(b"rack1".to_vec()));
@@ -877,57 +909,23 @@ fn three_nodes_in_the_proxy_layout() {
 fn proxy_layout_without_instances_is_a_ring_of_one() {
     let topology = Topology::default();
     let mut memo = Memo::default();
-    let local = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "local",
-        columns: local_columns(),
-        rows: vec![local_row("10.0.1.1", MURMUR3)],
-        ..Body::default()
-    });
+    let local = local_body(4, "10.0.1.1", MURMUR3);
     let me = addr("127.0.0.2:9042");
-    let call = Call {
-        topology: &topology,
-        table: Table::Local,
-        local: Some(me),
-        version: 4,
-        columns: None,
-    };
+    let call = Call::new(&topology, Table::Local, Some(me), 4);
     let (_, out) = rewrite(call, &local, &mut memo);
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let after = parsed(&out, 4);
     assert_eq!(column(&after, "rpc_address"), [Some(ip4("127.0.0.2"))]);
-    let t = read_text_set(&column(&after, "tokens")[0].clone().unwrap());
+    let t = text_set_of(&after, "tokens", 0);
     assert_eq!(t, ["-9223372036854775808"]);
     assert_eq!(column(&after, "host_id"), [Some(host_id(me).to_vec())]);
 
     // A real peers answer becomes no rows.
-    let peers = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers",
-        columns: peers_columns(),
-        rows: vec![peers_row("10.0.1.2", Some("10.0.1.2"), "dc1", 2)],
-        ..Body::default()
-    });
-    let (outcome, _) = rewrite(
-        Call {
-            table: Table::Peers,
-            ..call
-        },
-        &peers,
-        &mut memo,
-    );
+    let peers = peers_body(vec![peers_row("10.0.1.2", Some("10.0.1.2"), "dc1", 2)]);
+    let (outcome, _) = rewrite(call.with_table(Table::Peers), &peers, &mut memo);
     assert_eq!((outcome.rows_in, outcome.rows_out), (1, 0));
 
     // No local address and no instances: the local row is left out.
-    let (outcome, _) = rewrite(
-        Call {
-            local: None,
-            ..call
-        },
-        &local,
-        &mut memo,
-    );
+    let (outcome, _) = rewrite(call.with_local(None), &local, &mut memo);
     assert_eq!(outcome.rows_out, 0);
     assert_eq!(outcome.left_out, ["10.0.1.1:9042"]);
 }
@@ -940,59 +938,25 @@ fn proxy_layout_local_not_in_the_list_is_appended_to_the_ring() {
     };
     let me = addr("10.9.0.7:9042");
     let mut memo = Memo::default();
-    let call = Call {
-        topology: &topology,
-        table: Table::Local,
-        local: Some(me),
-        version: 4,
-        columns: None,
-    };
-    let local = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "local",
-        columns: local_columns(),
-        rows: vec![local_row("10.0.1.1", MURMUR3)],
-        ..Body::default()
-    });
+    let call = Call::new(&topology, Table::Local, Some(me), 4);
+    let local = local_body(4, "10.0.1.1", MURMUR3);
     let (_, out) = rewrite(call, &local, &mut memo);
-    let after = Rows::parse(&out, 4, None).unwrap();
-    let t = read_text_set(&column(&after, "tokens")[0].clone().unwrap());
+    let after = parsed(&out, 4);
+    let t = text_set_of(&after, "tokens", 0);
     assert_eq!(t, [token(2, 3, false)]);
     assert_eq!(column(&after, "host_id"), [Some(host_id(me).to_vec())]);
     // Its peers are the whole list.
-    let peers = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers_v2",
-        columns: peers_v2_columns(),
-        rows: vec![],
-        ..Body::default()
-    });
-    let (_, out) = rewrite(
-        Call {
-            table: Table::PeersV2,
-            ..call
-        },
-        &peers,
-        &mut memo,
-    );
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let peers = peers_v2_body(vec![]);
+    let (_, out) = rewrite(call.with_table(Table::PeersV2), &peers, &mut memo);
+    let after = parsed(&out, 4);
     assert_eq!(
         column(&after, "native_address"),
         [Some(ip4("10.9.0.1")), Some(ip4("10.9.0.2"))]
     );
 
     // No local address: instance 0 stands for the proxy.
-    let (_, out) = rewrite(
-        Call {
-            local: None,
-            ..call
-        },
-        &local,
-        &mut memo,
-    );
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let (_, out) = rewrite(call.with_local(None), &local, &mut memo);
+    let after = parsed(&out, 4);
     assert_eq!(column(&after, "rpc_address"), [Some(ip4("10.9.0.1"))]);
     assert_eq!(
         column(&after, "host_id"),
@@ -1002,50 +966,24 @@ fn proxy_layout_local_not_in_the_list_is_appended_to_the_ring() {
 
 #[test]
 fn random_partitioner_tokens() {
-    let topology = Topology::Proxy {
-        instances: vec![addr("10.9.0.1:9042"), addr("10.9.0.2:9042")],
-    };
+    let topology = proxy_layout(&["10.9.0.1:9042", "10.9.0.2:9042"]);
     let mut memo = Memo::default();
-    let local = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "local",
-        columns: local_columns(),
-        rows: vec![local_row(
-            "10.0.1.1",
-            "org.apache.cassandra.dht.RandomPartitioner",
-        )],
-        ..Body::default()
-    });
-    let call = Call {
-        topology: &topology,
-        table: Table::Local,
-        local: Some(addr("10.9.0.2:9042")),
-        version: 4,
-        columns: None,
-    };
+    let local = local_body(4, "10.0.1.1", "org.apache.cassandra.dht.RandomPartitioner");
+    let call = Call::new(&topology, Table::Local, Some(addr("10.9.0.2:9042")), 4);
     let (_, out) = rewrite(call, &local, &mut memo);
-    let after = Rows::parse(&out, 4, None).unwrap();
-    let t = read_text_set(&column(&after, "tokens")[0].clone().unwrap());
+    let after = parsed(&out, 4);
+    let t = text_set_of(&after, "tokens", 0);
     assert_eq!(t, ["85070591730234615865843651857942052864"]);
     // The peers rows use the partitioner remembered from local.
-    let peers = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers",
-        columns: vec![("peer", INET), ("tokens", TEXT_SET)],
-        ..Body::default()
-    });
-    let (_, out) = rewrite(
-        Call {
-            table: Table::Peers,
-            ..call
-        },
-        &peers,
-        &mut memo,
+    let peers = table_body(
+        4,
+        "peers",
+        vec![("peer", INET), ("tokens", TEXT_SET)],
+        vec![],
     );
-    let after = Rows::parse(&out, 4, None).unwrap();
-    let t = read_text_set(&column(&after, "tokens")[0].clone().unwrap());
+    let (_, out) = rewrite(call.with_table(Table::Peers), &peers, &mut memo);
+    let after = parsed(&out, 4);
+    let t = text_set_of(&after, "tokens", 0);
     assert_eq!(t, ["0"]);
 }
 
@@ -1079,68 +1017,36 @@ fn tokens_and_host_ids() {
 
 #[test]
 fn ipv6_addresses() {
-    let topology = Topology::Nodes {
-        map: vec![
-            (addr("[fd00::1]:9042"), addr("[2001:db8::1]:9042")),
-            (addr("[fd00::2]:9042"), addr("10.9.0.2:9042")),
-        ],
-    };
-    let body = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers_v2",
-        columns: peers_v2_columns(),
-        rows: vec![
-            peers_v2_row("fd00::1", 9042, 1),
-            peers_v2_row("fd00::2", 9042, 2),
-        ],
-        ..Body::default()
-    });
-    let call = Call {
-        topology: &topology,
-        table: Table::PeersV2,
-        local: Some(addr("[::ffff:10.9.0.9]:9042")),
-        version: 4,
-        columns: None,
-    };
-    let (outcome, out) = rewrite(call, &body, &mut Memo::default());
-    assert!(outcome.left_out.is_empty());
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let topology = nodes_map(&[
+        ("[fd00::1]:9042", "[2001:db8::1]:9042"),
+        ("[fd00::2]:9042", "10.9.0.2:9042"),
+    ]);
+    let body = peers_v2_body(vec![
+        peers_v2_row("fd00::1", 9042, 1),
+        peers_v2_row("fd00::2", 9042, 2),
+    ]);
+    let call = Call::new(
+        &topology,
+        Table::PeersV2,
+        Some(addr("[::ffff:10.9.0.9]:9042")),
+        4,
+    );
+    let out = rewrite_leaving_none_out(call, &body);
+    let after = parsed(&out, 4);
     assert_eq!(
         column(&after, "native_address"),
         [Some(ip4("2001:db8::1")), Some(ip4("10.9.0.2"))]
     );
     // IPv4-mapped local address: 4 bytes.
     let topology = Topology::default();
-    let local = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "local",
-        columns: local_columns(),
-        rows: vec![local_row("fd00::1", MURMUR3)],
-        ..Body::default()
-    });
-    let (_, out) = rewrite(
-        Call {
-            topology: &topology,
-            table: Table::Local,
-            ..call
-        },
-        &local,
-        &mut Memo::default(),
-    );
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let local = local_body(4, "fd00::1", MURMUR3);
+    let local_call = call.with_topology(&topology).with_table(Table::Local);
+    let (_, out) = rewrite(local_call, &local, &mut Memo::default());
+    let after = parsed(&out, 4);
     assert_eq!(column(&after, "rpc_address"), [Some(ip4("10.9.0.9"))]);
     // An unmapped IPv6 peer is named with brackets.
-    let topology = Topology::Nodes { map: vec![] };
-    let (outcome, _) = rewrite(
-        Call {
-            topology: &topology,
-            ..call
-        },
-        &body,
-        &mut Memo::default(),
-    );
+    let topology = nodes_map(&[]);
+    let (outcome, _) = rewrite(call.with_topology(&topology), &body, &mut Memo::default());
     assert_eq!(outcome.left_out, ["[fd00::1]:9042", "[fd00::2]:9042"]);
 }
 
@@ -1149,24 +1055,10 @@ fn null_or_unspecified_rpc_address_falls_back_to_peer() {
     let topology = three_nodes_map();
     let mut row_null = peers_row("10.0.1.2", None, "dc1", 2);
     let mut row_any = peers_row("10.0.1.1", Some("0.0.0.0"), "dc1", 1);
-    let body = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers",
-        columns: peers_columns(),
-        rows: vec![row_null.clone(), row_any.clone()],
-        ..Body::default()
-    });
-    let call = Call {
-        topology: &topology,
-        table: Table::Peers,
-        local: None,
-        version: 4,
-        columns: None,
-    };
-    let (outcome, out) = rewrite(call, &body, &mut Memo::default());
-    assert!(outcome.left_out.is_empty());
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let body = peers_body(vec![row_null.clone(), row_any.clone()]);
+    let call = Call::new(&topology, Table::Peers, None, 4);
+    let out = rewrite_leaving_none_out(call, &body);
+    let after = parsed(&out, 4);
     assert_eq!(
         column(&after, "peer"),
         [Some(ip4("10.9.0.2")), Some(ip4("10.9.0.1"))]
@@ -1178,14 +1070,7 @@ fn null_or_unspecified_rpc_address_falls_back_to_peer() {
     row_null[0] = None;
     row_any[0] = Some(vec![1, 2, 3]);
     row_any[6] = None;
-    let body = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers",
-        columns: peers_columns(),
-        rows: vec![row_null, row_any],
-        ..Body::default()
-    });
+    let body = peers_body(vec![row_null, row_any]);
     let (outcome, _) = rewrite(call, &body, &mut Memo::default());
     assert_eq!(outcome.left_out, ["unknown", "unknown"]);
     assert_eq!(outcome.rows_out, 0);
@@ -1193,85 +1078,47 @@ fn null_or_unspecified_rpc_address_falls_back_to_peer() {
 
 #[test]
 fn peers_row_without_port_is_ambiguous_when_two_entries_share_its_address() {
-    let topology = Topology::Nodes {
-        map: vec![
-            (addr("10.0.1.1:9042"), addr("10.9.0.1:9042")),
-            (addr("10.0.1.1:9043"), addr("10.9.0.2:9042")),
-            (addr("10.0.1.2:9042"), addr("10.9.0.3:9042")),
-        ],
-    };
-    let body = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers",
-        columns: peers_columns(),
-        rows: vec![
-            peers_row("10.0.1.1", Some("10.0.1.1"), "dc1", 1),
-            peers_row("10.0.1.2", Some("10.0.1.2"), "dc1", 2),
-        ],
-        ..Body::default()
-    });
-    let call = Call {
-        topology: &topology,
-        table: Table::Peers,
-        local: None,
-        version: 4,
-        columns: None,
-    };
+    let topology = nodes_map(&[
+        ("10.0.1.1:9042", "10.9.0.1:9042"),
+        ("10.0.1.1:9043", "10.9.0.2:9042"),
+        ("10.0.1.2:9042", "10.9.0.3:9042"),
+    ]);
+    let body = peers_body(vec![
+        peers_row("10.0.1.1", Some("10.0.1.1"), "dc1", 1),
+        peers_row("10.0.1.2", Some("10.0.1.2"), "dc1", 2),
+    ]);
+    let call = Call::new(&topology, Table::Peers, None, 4);
     let (outcome, out) = rewrite(call, &body, &mut Memo::default());
     assert_eq!(outcome.left_out, ["10.0.1.1"]);
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let after = parsed(&out, 4);
     assert_eq!(column(&after, "peer"), [Some(ip4("10.9.0.3"))]);
     // With a port the row is not ambiguous.
-    let v2 = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers_v2",
-        columns: peers_v2_columns(),
-        rows: vec![peers_v2_row("10.0.1.1", 9043, 1)],
-        ..Body::default()
-    });
-    let (outcome, out) = rewrite(
-        Call {
-            table: Table::PeersV2,
-            ..call
-        },
-        &v2,
-        &mut Memo::default(),
-    );
-    assert!(outcome.left_out.is_empty());
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let v2 = peers_v2_body(vec![peers_v2_row("10.0.1.1", 9043, 1)]);
+    let out = rewrite_leaving_none_out(call.with_table(Table::PeersV2), &v2);
+    let after = parsed(&out, 4);
     assert_eq!(column(&after, "peer"), [Some(ip4("10.9.0.2"))]);
 }
 
 #[test]
 fn address_columns_of_another_type_are_left_alone() {
     let topology = three_nodes_map();
-    let body = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers",
-        columns: vec![
+    let body = table_body(
+        4,
+        "peers",
+        vec![
             ("peer", INET),
             ("rpc_address", TEXT),
             ("preferred_ip", BLOB),
         ],
-        rows: vec![vec![
+        vec![vec![
             Some(ip4("10.0.1.1")),
             Some(b"10.0.1.1".to_vec()),
             Some(ip4("10.0.1.1")),
         ]],
-        ..Body::default()
-    });
-    let call = Call {
-        topology: &topology,
-        table: Table::Peers,
-        local: None,
-        version: 4,
-        columns: None,
-    };
+    );
+    let call = Call::new(&topology, Table::Peers, None, 4);
     let (_, out) = rewrite(call, &body, &mut Memo::default());
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let after = parsed(&out, 4);
     assert_eq!(column(&after, "peer"), [Some(ip4("10.9.0.1"))]);
     assert_eq!(column(&after, "rpc_address"), [Some(b"10.0.1.1".to_vec())]);
     assert_eq!(column(&after, "preferred_ip"), [Some(ip4("10.0.1.1"))]);
@@ -1383,28 +1230,17 @@ fn execute_results_without_metadata_use_the_prepared_columns() {
         ..Body::default()
     });
     let topology = three_nodes_map();
-    let call = Call {
-        topology: &topology,
-        table: Table::Local,
-        local: None,
-        version: 5,
-        columns: Some(&columns),
-    };
-    let (outcome, out) = rewrite(call, &body, &mut Memo::default());
-    assert!(outcome.left_out.is_empty());
+    let call = Call::new(&topology, Table::Local, None, 5).with_columns(Some(&columns));
+    let out = rewrite_leaving_none_out(call, &body);
     let after = Rows::parse(&out, 5, Some(&columns)).unwrap();
     assert!(!after.has_metadata(), "still No_metadata");
     assert_eq!(after.flags(), NO_METADATA);
     assert_eq!(column(&after, "rpc_address"), [Some(ip4("10.9.0.1"))]);
     // Without the prepared columns: an error, and nothing written.
     let mut out = vec![1, 2, 3];
-    let e = rewrite_rows(
-        &topology,
-        Table::Local,
-        None,
-        5,
+    let e = try_rewrite(
+        call.with_columns(None),
         &body,
-        None,
         &mut Memo::default(),
         &mut out,
     );
@@ -1412,31 +1248,17 @@ fn execute_results_without_metadata_use_the_prepared_columns() {
     assert_eq!(out, [1, 2, 3]);
     // Prepared columns that do not fit the result.
     let fewer = Columns::new(columns.iter().take(3));
-    let e = rewrite_rows(
-        &topology,
-        Table::Local,
-        None,
-        5,
+    let e = try_rewrite(
+        call.with_columns(Some(&fewer)),
         &body,
-        Some(&fewer),
         &mut Memo::default(),
         &mut out,
     );
     assert!(e.is_err());
     // With metadata, the prepared columns are not needed (and not used).
-    let with_meta = rows_body(&Body {
-        version: 5,
-        flags: 1,
-        table: "local",
-        columns: cols,
-        rows: vec![local_row("10.0.1.1", MURMUR3)],
-        ..Body::default()
-    });
+    let with_meta = table_body(5, "local", cols, vec![local_row("10.0.1.1", MURMUR3)]);
     rewrite(
-        Call {
-            columns: Some(&fewer),
-            ..call
-        },
+        call.with_columns(Some(&fewer)),
         &with_meta,
         &mut Memo::default(),
     );
@@ -1455,35 +1277,19 @@ fn paging_state_is_kept_except_in_made_up_answers() {
         rows: vec![peers_v2_row("10.0.1.2", 9042, 2)],
     });
     let topology = three_nodes_map();
-    let call = Call {
-        topology: &topology,
-        table: Table::PeersV2,
-        local: None,
-        version: 5,
-        columns: None,
-    };
+    let call = Call::new(&topology, Table::PeersV2, None, 5);
     let (_, out) = rewrite(call, &body, &mut Memo::default());
-    let after = Rows::parse(&out, 5, None).unwrap();
+    let after = parsed(&out, 5);
     assert_eq!(after.paging_state(), Some(Some(&paging[..])));
     assert_eq!(after.new_metadata_id(), Some(&[5u8; 16][..]));
-    assert_eq!(
-        metadata_bytes(&out, 5, None),
-        metadata_bytes(&body, 5, None)
-    );
+    check_metadata_kept(&body, &out, 5);
 
-    let topology = Topology::Proxy {
-        instances: vec![addr("10.9.0.1:9042"), addr("10.9.0.2:9042")],
-    };
-    let (_, out) = rewrite(
-        Call {
-            topology: &topology,
-            local: Some(addr("10.9.0.1:9042")),
-            ..call
-        },
-        &body,
-        &mut Memo::default(),
-    );
-    let after = Rows::parse(&out, 5, None).unwrap();
+    let topology = proxy_layout(&["10.9.0.1:9042", "10.9.0.2:9042"]);
+    let call = call
+        .with_topology(&topology)
+        .with_local(Some(addr("10.9.0.1:9042")));
+    let (_, out) = rewrite(call, &body, &mut Memo::default());
+    let after = parsed(&out, 5);
     assert_eq!(after.paging_state(), None);
     assert_eq!(after.flags(), 1 | METADATA_CHANGED);
     assert_eq!(after.new_metadata_id(), Some(&[5u8; 16][..]));
@@ -1498,36 +1304,17 @@ fn paging_state_is_kept_except_in_made_up_answers() {
         rows: vec![],
         ..Body::default()
     });
-    let after = Rows::parse(&body, 4, None).unwrap();
+    let after = parsed(&body, 4);
     assert_eq!(after.paging_state(), Some(None));
-    let mut v4 = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers_v2",
-        columns: vec![("peer", INET)],
-        ..Body::default()
-    });
+    let mut v4 = table_body(4, "peers_v2", vec![("peer", INET)], vec![]);
     v4[7] |= METADATA_CHANGED as u8;
-    assert_eq!(Rows::parse(&v4, 4, None).unwrap().new_metadata_id(), None);
+    assert_eq!(parsed(&v4, 4).new_metadata_id(), None);
 }
 
 #[test]
 fn off_copies_the_body() {
-    let body = rows_body(&Body {
-        version: 4,
-        flags: 1,
-        table: "peers",
-        columns: peers_columns(),
-        rows: vec![peers_row("10.0.1.2", Some("10.0.1.2"), "dc1", 2)],
-        ..Body::default()
-    });
-    let call = Call {
-        topology: &Topology::Off,
-        table: Table::Peers,
-        local: None,
-        version: 4,
-        columns: None,
-    };
+    let body = peers_body(vec![peers_row("10.0.1.2", Some("10.0.1.2"), "dc1", 2)]);
+    let call = Call::new(&Topology::Off, Table::Peers, None, 4);
     let (outcome, out) = rewrite(call, &body, &mut Memo::default());
     assert_eq!(out, body);
     assert_eq!((outcome.rows_in, outcome.rows_out), (1, 1));
@@ -1545,6 +1332,11 @@ fn event(kind: &str, change: &str, ip: &str, port: i32) -> Vec<u8> {
     b.extend_from_slice(&a);
     write::int(&mut b, port);
     b
+}
+
+/// The rewrite of an event that is dropped: it named `node`, which no proxy stands for.
+fn dropped(node: &str) -> EventRewrite {
+    EventRewrite::Drop { node: node.into() }
 }
 
 fn rewrite_ev(topology: &Topology, body: &[u8]) -> (EventRewrite, Vec<u8>) {
@@ -1580,28 +1372,19 @@ fn events_in_the_nodes_layout() {
         let (r, _) = rewrite_ev(&topology, &event(kind, "UP", "10.0.1.2", 9142));
         assert_eq!(r, EventRewrite::Replaced);
         let (r, out) = rewrite_ev(&topology, &event(kind, "NEW_NODE", "10.0.1.3", 9042));
-        assert_eq!(
-            r,
-            EventRewrite::Drop {
-                node: "10.0.1.3:9042".into()
-            }
-        );
+        assert_eq!(r, dropped("10.0.1.3:9042"));
         assert!(out.is_empty());
     }
     // IPv6 node to IPv6 proxy.
-    let topology = Topology::Nodes {
-        map: vec![(addr("[fd00::1]:9042"), addr("[2001:db8::1]:9142"))],
-    };
+    let topology = nodes_map(&[("[fd00::1]:9042", "[2001:db8::1]:9142")]);
     let (r, out) = rewrite_ev(&topology, &event("STATUS_CHANGE", "DOWN", "fd00::1", 9042));
     assert_eq!(r, EventRewrite::Replaced);
     assert_eq!(out, event("STATUS_CHANGE", "DOWN", "2001:db8::1", 9142));
     // Ambiguous: two entries with the address, none with the port.
-    let topology = Topology::Nodes {
-        map: vec![
-            (addr("10.0.1.1:9042"), addr("10.9.0.1:9042")),
-            (addr("10.0.1.1:9043"), addr("10.9.0.2:9042")),
-        ],
-    };
+    let topology = nodes_map(&[
+        ("10.0.1.1:9042", "10.9.0.1:9042"),
+        ("10.0.1.1:9043", "10.9.0.2:9042"),
+    ]);
     let (r, _) = rewrite_ev(&topology, &event("STATUS_CHANGE", "UP", "10.0.1.1", 9044));
     assert!(matches!(r, EventRewrite::Drop { .. }));
     let (r, out) = rewrite_ev(&topology, &event("STATUS_CHANGE", "UP", "10.0.1.1", 9043));
@@ -1609,30 +1392,18 @@ fn events_in_the_nodes_layout() {
     assert_eq!(out, event("STATUS_CHANGE", "UP", "10.9.0.2", 9042));
     // A port out of range is named as sent.
     let (r, _) = rewrite_ev(
-        &Topology::Nodes { map: vec![] },
+        &nodes_map(&[]),
         &event("STATUS_CHANGE", "UP", "fd00::9", -1),
     );
-    assert_eq!(
-        r,
-        EventRewrite::Drop {
-            node: "[fd00::9]:-1".into()
-        }
-    );
+    assert_eq!(r, dropped("[fd00::9]:-1"));
 }
 
 #[test]
 fn events_in_the_proxy_layout_and_off() {
-    let proxy = Topology::Proxy {
-        instances: vec![addr("10.9.0.1:9042")],
-    };
+    let proxy = proxy_layout(&["10.9.0.1:9042"]);
     for kind in ["TOPOLOGY_CHANGE", "STATUS_CHANGE"] {
         let (r, out) = rewrite_ev(&proxy, &event(kind, "REMOVED_NODE", "10.0.1.2", 9042));
-        assert_eq!(
-            r,
-            EventRewrite::Drop {
-                node: "10.0.1.2:9042".into()
-            }
-        );
+        assert_eq!(r, dropped("10.0.1.2:9042"));
         assert!(out.is_empty());
         let (r, _) = rewrite_ev(&Topology::Off, &event(kind, "UP", "10.0.1.2", 9042));
         assert_eq!(r, EventRewrite::Keep);
@@ -1694,45 +1465,30 @@ fn truncated_or_garbage_rows_bodies_are_errors() {
     let topologies = [
         Topology::Off,
         three_nodes_map(),
-        Topology::Proxy {
-            instances: vec![addr("10.9.0.1:9042"), addr("10.9.0.2:9042")],
-        },
+        proxy_layout(&["10.9.0.1:9042", "10.9.0.2:9042"]),
     ];
     for body in &bodies {
         for topology in &topologies {
             for table in [Table::Local, Table::Peers, Table::PeersV2] {
+                let call = Call::new(topology, table, None, 5);
                 let mut memo = Memo::default();
                 for n in 0..body.len() {
                     let mut out = Vec::new();
-                    let r = rewrite_rows(
-                        topology,
-                        table,
-                        None,
-                        5,
-                        &body[..n],
-                        None,
-                        &mut memo,
-                        &mut out,
-                    );
+                    let r = try_rewrite(call, &body[..n], &mut memo, &mut out);
                     assert!(r.is_err(), "prefix of {n} bytes");
                     assert!(out.is_empty());
                 }
                 let mut long = body.clone();
                 long.push(0);
                 let mut out = Vec::new();
-                assert!(
-                    rewrite_rows(topology, table, None, 5, &long, None, &mut memo, &mut out)
-                        .is_err()
-                );
+                assert!(try_rewrite(call, &long, &mut memo, &mut out).is_err());
                 // Every byte flipped: Ok or Err, never a panic; Ok re-parses.
                 for i in 0..body.len() {
                     let mut b = body.clone();
                     b[i] ^= 0xa5;
                     let mut out = Vec::new();
-                    if let Ok(o) =
-                        rewrite_rows(topology, table, None, 5, &b, None, &mut memo, &mut out)
-                    {
-                        assert_eq!(Rows::parse(&out, 5, None).unwrap().len(), o.rows_out);
+                    if let Ok(o) = try_rewrite(call, &b, &mut memo, &mut out) {
+                        assert_eq!(parsed(&out, 5).len(), o.rows_out);
                     }
                 }
             }
@@ -1740,29 +1496,32 @@ fn truncated_or_garbage_rows_bodies_are_errors() {
     }
 }
 
+/// The start of a `system.peers` Rows body: its kind, the global table spec flag, `count`
+/// columns and the table spec; the column specs follow.
+fn peers_metadata(count: u8) -> Vec<u8> {
+    let mut b = vec![0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, count];
+    write::string(&mut b, "system");
+    write::string(&mut b, "peers");
+    b
+}
+
 #[test]
 fn hostile_metadata() {
     let mut memo = Memo::default();
     let topology = three_nodes_map();
-    let run = |body: &[u8], memo: &mut Memo| {
-        let mut out = Vec::new();
-        rewrite_rows(&topology, Table::Peers, None, 4, body, None, memo, &mut out)
-    };
+    let call = Call::new(&topology, Table::Peers, None, 4);
+    let run = |body: &[u8], memo: &mut Memo| try_rewrite(call, body, memo, &mut Vec::new());
     // Not Rows.
     assert!(run(&[0, 0, 0, 1], &mut memo).is_err());
     // A huge column count, a negative one.
     assert!(run(&[0, 0, 0, 2, 0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff], &mut memo).is_err());
     assert!(run(&[0, 0, 0, 2, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff], &mut memo).is_err());
     // Rows without columns, a huge rows count: refused at once.
-    let mut b = vec![0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0];
-    write::string(&mut b, "system");
-    write::string(&mut b, "peers");
+    let mut b = peers_metadata(0);
     write::int(&mut b, i32::MAX);
     assert!(run(&b, &mut memo).is_err());
     // Types nested too deep.
-    let mut deep = vec![0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1];
-    write::string(&mut deep, "system");
-    write::string(&mut deep, "peers");
+    let mut deep = peers_metadata(1);
     write::string(&mut deep, "peer");
     for _ in 0..10_000 {
         deep.extend_from_slice(&[0, 0x20]);
@@ -1772,9 +1531,7 @@ fn hostile_metadata() {
     assert!(run(&deep, &mut memo).is_err());
     // Nested types that parse: map<text, frozen<list<tuple<int, udt<a int, b set<text>>>>>>,
     // and a custom type.
-    let mut nested = vec![0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2];
-    write::string(&mut nested, "system");
-    write::string(&mut nested, "peers");
+    let mut nested = peers_metadata(2);
     write::string(&mut nested, "peer");
     nested.extend_from_slice(INET);
     write::string(&mut nested, "x");
@@ -1790,31 +1547,17 @@ fn hostile_metadata() {
     write::bytes(&mut nested, Some(&ip4("10.0.1.1")));
     write::bytes(&mut nested, Some(&[1, 2, 3]));
     let mut out = Vec::new();
-    let o = rewrite_rows(
-        &topology,
-        Table::Peers,
-        None,
-        4,
-        &nested,
-        None,
-        &mut memo,
-        &mut out,
-    )
-    .unwrap();
+    let o = try_rewrite(call, &nested, &mut memo, &mut out).unwrap();
     assert_eq!(o.rows_out, 1);
-    let after = Rows::parse(&out, 4, None).unwrap();
+    let after = parsed(&out, 4);
     assert_eq!(column(&after, "x"), [Some(vec![1, 2, 3])]);
     // Unknown type id.
-    let mut unknown = vec![0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1];
-    write::string(&mut unknown, "system");
-    write::string(&mut unknown, "peers");
+    let mut unknown = peers_metadata(1);
     write::string(&mut unknown, "peer");
     unknown.extend_from_slice(&[0, 0x40]);
     write::int(&mut unknown, 0);
     assert!(run(&unknown, &mut memo).is_err());
-    let mut custom = vec![0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1];
-    write::string(&mut custom, "system");
-    write::string(&mut custom, "peers");
+    let mut custom = peers_metadata(1);
     write::string(&mut custom, "peer");
     custom.extend_from_slice(&[0, 0]);
     write::string(
@@ -1827,35 +1570,14 @@ fn hostile_metadata() {
     let o = run(&custom, &mut memo).unwrap();
     assert_eq!(o.rows_out, 1);
     // No columns: no made-up rows either.
-    let mut empty = vec![0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0];
-    write::string(&mut empty, "system");
-    write::string(&mut empty, "peers");
+    let mut empty = peers_metadata(0);
     write::int(&mut empty, 0);
-    let proxy = Topology::Proxy {
-        instances: vec![addr("10.9.0.1:9042"), addr("10.9.0.2:9042")],
-    };
-    let call = Call {
-        topology: &proxy,
-        table: Table::Peers,
-        local: None,
-        version: 4,
-        columns: None,
-    };
-    let (o, _) = rewrite(call, &empty, &mut memo);
+    let proxy = proxy_layout(&["10.9.0.1:9042", "10.9.0.2:9042"]);
+    let (o, _) = rewrite(call.with_topology(&proxy), &empty, &mut memo);
     assert_eq!(o.rows_out, 0);
     // Unsupported versions.
     let mut out = Vec::new();
-    assert!(rewrite_rows(
-        &topology,
-        Table::Peers,
-        None,
-        6,
-        &custom,
-        None,
-        &mut memo,
-        &mut out
-    )
-    .is_err());
+    assert!(try_rewrite(call.with_version(6), &custom, &mut memo, &mut out).is_err());
 }
 
 #[test]
@@ -1927,11 +1649,12 @@ fn dev_host_id(i: usize) -> Vec<u8> {
     id
 }
 
-/// Every node mapped to its proxy.
-fn dev_full_map() -> Topology {
+/// The nodes `nodes` (indices into [`DEV_NODES`]) mapped to their proxies, the others to none.
+fn dev_map(nodes: &[usize]) -> Topology {
     Topology::Nodes {
-        map: (0..3)
-            .map(|i| (addr(DEV_NODES[i]), addr(DEV_PROXIES[i])))
+        map: nodes
+            .iter()
+            .map(|&i| (addr(DEV_NODES[i]), addr(DEV_PROXIES[i])))
             .collect(),
     }
 }
@@ -1941,7 +1664,7 @@ fn dev_full_map() -> Topology {
 fn dev_exchanges(session: &str) -> Vec<Exchange> {
     let path = format!("devcluster/{session}");
     let xs: Vec<Exchange> = (0..2).flat_map(|conn| exchanges(&path, conn)).collect();
-    let count = |t: Table| xs.iter().filter(|x| table_of(&x.query) == t).count();
+    let count = |t: Table| xs.iter().filter(|x| x.table() == t).count();
     // Control connection: peers_v2 and local; pool: local, peers, peers_v2.
     assert_eq!(
         (
@@ -1957,6 +1680,24 @@ fn dev_exchanges(session: &str) -> Vec<Exchange> {
     xs
 }
 
+/// Every system table answer of the development-cluster sessions rewritten under `topology`
+/// through the proxy at `local`, session after session (the answers of a session share a
+/// memo): the session, the answer, what the rewrite did and what it wrote.
+fn dev_rewrites(
+    topology: &Topology,
+    local: SocketAddr,
+) -> Vec<(&'static str, Exchange, Outcome, Vec<u8>)> {
+    let mut rewrites = Vec::new();
+    for session in DEV_SESSIONS {
+        let mut memo = Memo::default();
+        for x in dev_exchanges(session) {
+            let (outcome, out) = rewrite(x.call(topology, Some(local)), &x.result, &mut memo);
+            rewrites.push((session, x, outcome, out));
+        }
+    }
+    rewrites
+}
+
 /// The node (index into [`DEV_NODES`]) a recorded row describes, from its native address.
 fn dev_node_of(table: Table, rows: &Rows<'_>, row: usize) -> usize {
     let (native, _, _) = table.node_columns();
@@ -1969,38 +1710,24 @@ fn dev_node_of(table: Table, rows: &Rows<'_>, row: usize) -> usize {
 
 /// The sorted items of the set<text> cell of column `name` in row `row`.
 fn sorted_set(rows: &Rows<'_>, name: &str, row: usize) -> Vec<String> {
-    let cell = column(rows, name)[row].clone().expect("a set");
-    let mut items = read_text_set(&cell);
+    let mut items = text_set_of(rows, name, row);
     items.sort();
     items
 }
 
-/// Checks row `row` of a rewritten answer against the recorded one: every address column
-/// names `proxy`, every port column holds its port (the recorded cells are all non-null),
-/// every other cell is byte-identical; and the untouched cells are the node's own.
-fn check_dev_row(
-    table: Table,
-    before: &Rows<'_>,
-    after: &Rows<'_>,
-    row: usize,
-    node: usize,
-    proxy: SocketAddr,
-) {
-    assert_eq!(before.columns(), after.columns());
-    let b = before.rows().nth(row).unwrap();
-    let a = after.rows().nth(row).unwrap();
-    for (i, c) in after.columns().iter().enumerate() {
-        let (old, new) = (b.value(i), a.value(i));
-        if table.address_columns().contains(&c.name) {
-            assert!(old.is_some(), "{} recorded", c.name);
-            assert_eq!(new, Some(&ip4(&proxy.ip().to_string())[..]), "{}", c.name);
-        } else if table.port_columns().contains(&c.name) {
-            assert!(old.is_some(), "{} recorded", c.name);
-            assert_eq!(new, Some(&int_cell(proxy.port().into())[..]), "{}", c.name);
-        } else {
-            assert_eq!(b.cell(i).unwrap().raw, a.cell(i).unwrap().raw, "{}", c.name);
+/// Checks row `row` of a rewritten answer against the recorded one, which describes `node`:
+/// every address column names the proxy in front of the node (for node 2, the one the driver
+/// connected to), every port column holds its port (the recorded cells are all non-null), every
+/// other cell is byte-identical; and the untouched cells are the node's own.
+fn check_dev_row(table: Table, before: &Rows<'_>, after: &Rows<'_>, row: usize, node: usize) {
+    let proxy = addr(DEV_PROXIES[node]);
+    let recorded = before.rows().nth(row).unwrap();
+    for (i, c) in before.columns().iter().enumerate() {
+        if table.address_columns().contains(&c.name) || table.port_columns().contains(&c.name) {
+            assert!(recorded.value(i).is_some(), "{} recorded", c.name);
         }
     }
+    check_row(table, before, after, row, proxy, &[]);
     assert_eq!(sorted_set(after, "tokens", row), DEV_TOKENS[node]);
     assert_eq!(column(after, "host_id")[row], Some(dev_host_id(node)));
     let (dc, rack) = DEV_PLACES[node];
@@ -2013,71 +1740,43 @@ fn check_dev_row(
 
 #[test]
 fn dev_cluster_answers_in_the_nodes_layout_name_every_nodes_proxy() {
-    let topology = dev_full_map();
     let me = addr(DEV_PROXIES[1]);
-    for session in DEV_SESSIONS {
-        let mut memo = Memo::default();
-        for x in dev_exchanges(session) {
-            let table = table_of(&x.query);
-            let call = Call {
-                topology: &topology,
-                table,
-                local: Some(me),
-                version: x.version,
-                columns: None,
-            };
-            let before = Rows::parse(&x.result, x.version, None).unwrap();
-            let (outcome, out) = rewrite(call, &x.result, &mut memo);
-            let after = Rows::parse(&out, x.version, None).unwrap();
-            let n = if table == Table::Local { 1 } else { 2 };
-            assert_eq!(
-                outcome,
-                Outcome {
-                    rows_in: n,
-                    rows_out: n,
-                    left_out: vec![]
-                },
-                "{session} {}",
-                x.query
-            );
-            assert_eq!(
-                metadata_bytes(&out, x.version, None),
-                metadata_bytes(&x.result, x.version, None),
-                "metadata as it came"
-            );
-            match table {
-                Table::Local => {
-                    assert_eq!(dev_node_of(table, &before, 0), 1);
-                    check_dev_row(table, &before, &after, 0, 1, me);
-                    assert_eq!(column(&after, "rpc_address"), [Some(ip4("127.0.2.2"))]);
-                    assert_eq!(column(&after, "rpc_port"), [Some(int_cell(9142))]);
-                    assert_eq!(column(&after, "listen_port"), [Some(int_cell(9142))]);
+    for (session, x, outcome, out) in dev_rewrites(&dev_map(&[0, 1, 2]), me) {
+        let (table, before, after) = (x.table(), x.rows(), parsed(&out, x.version));
+        let n = if table == Table::Local { 1 } else { 2 };
+        assert_eq!(outcome, outcome_with(n, n, &[]), "{session} {}", x.query);
+        check_metadata_kept(&x.result, &out, x.version);
+        match table {
+            Table::Local => {
+                assert_eq!(dev_node_of(table, &before, 0), 1);
+                check_dev_row(table, &before, &after, 0, 1);
+                assert_eq!(column(&after, "rpc_address"), [Some(ip4("127.0.2.2"))]);
+                assert_eq!(column(&after, "rpc_port"), [Some(int_cell(9142))]);
+                assert_eq!(column(&after, "listen_port"), [Some(int_cell(9142))]);
+            }
+            Table::Peers | Table::PeersV2 => {
+                // Nodes 1 and 3, in the order they came.
+                let nodes: Vec<usize> = (0..2).map(|r| dev_node_of(table, &before, r)).collect();
+                assert_eq!(nodes, [0, 2], "{session}");
+                for (row, node) in nodes.into_iter().enumerate() {
+                    check_dev_row(table, &before, &after, row, node);
                 }
-                Table::Peers | Table::PeersV2 => {
-                    // Nodes 1 and 3, in the order they came.
-                    let nodes: Vec<usize> =
-                        (0..2).map(|r| dev_node_of(table, &before, r)).collect();
-                    assert_eq!(nodes, [0, 2], "{session}");
-                    for (row, node) in nodes.into_iter().enumerate() {
-                        check_dev_row(table, &before, &after, row, node, addr(DEV_PROXIES[node]));
+                assert_eq!(
+                    column(&after, "peer"),
+                    [Some(ip4("127.0.2.1")), Some(ip4("127.0.2.3"))]
+                );
+                assert_eq!(column(&after, "preferred_ip"), column(&after, "peer"));
+                if table == Table::PeersV2 {
+                    assert_eq!(column(&after, "native_address"), column(&after, "peer"));
+                    for port in ["native_port", "peer_port", "preferred_port"] {
+                        assert_eq!(
+                            column(&after, port),
+                            [Some(int_cell(9142)), Some(int_cell(9142))],
+                            "{port}"
+                        );
                     }
-                    assert_eq!(
-                        column(&after, "peer"),
-                        [Some(ip4("127.0.2.1")), Some(ip4("127.0.2.3"))]
-                    );
-                    assert_eq!(column(&after, "preferred_ip"), column(&after, "peer"));
-                    if table == Table::PeersV2 {
-                        assert_eq!(column(&after, "native_address"), column(&after, "peer"));
-                        for port in ["native_port", "peer_port", "preferred_port"] {
-                            assert_eq!(
-                                column(&after, port),
-                                [Some(int_cell(9142)), Some(int_cell(9142))],
-                                "{port}"
-                            );
-                        }
-                    } else {
-                        assert_eq!(column(&after, "rpc_address"), column(&after, "peer"));
-                    }
+                } else {
+                    assert_eq!(column(&after, "rpc_address"), column(&after, "peer"));
                 }
             }
         }
@@ -2087,81 +1786,48 @@ fn dev_cluster_answers_in_the_nodes_layout_name_every_nodes_proxy() {
 #[test]
 fn dev_cluster_answers_in_the_nodes_layout_leave_an_unmapped_node_out() {
     // Node 3 has no proxy.
-    let topology = Topology::Nodes {
-        map: (0..2)
-            .map(|i| (addr(DEV_NODES[i]), addr(DEV_PROXIES[i])))
-            .collect(),
-    };
     let me = addr(DEV_PROXIES[1]);
-    for session in DEV_SESSIONS {
-        let mut memo = Memo::default();
-        for x in dev_exchanges(session) {
-            let table = table_of(&x.query);
-            let call = Call {
-                topology: &topology,
-                table,
-                local: Some(me),
-                version: x.version,
-                columns: None,
-            };
-            let before = Rows::parse(&x.result, x.version, None).unwrap();
-            let (outcome, out) = rewrite(call, &x.result, &mut memo);
-            let after = Rows::parse(&out, x.version, None).unwrap();
-            match table {
-                Table::Local => {
-                    assert_eq!((outcome.rows_out, outcome.left_out.len()), (1, 0));
-                    check_dev_row(table, &before, &after, 0, 1, me);
-                }
-                Table::Peers | Table::PeersV2 => {
-                    // system.peers has no port column: the node is named by its address.
-                    let left = if table == Table::Peers {
-                        "127.0.1.3"
-                    } else {
-                        "127.0.1.3:9042"
-                    };
-                    assert_eq!(
-                        outcome,
-                        Outcome {
-                            rows_in: 2,
-                            rows_out: 1,
-                            left_out: vec![left.to_string()]
-                        },
-                        "{session} {}",
-                        x.query
-                    );
-                    // Node 1's row, first in the recording too.
-                    assert_eq!(dev_node_of(table, &before, 0), 0);
-                    check_dev_row(table, &before, &after, 0, 0, addr(DEV_PROXIES[0]));
-                    assert_eq!(column(&after, "peer"), [Some(ip4("127.0.2.1"))]);
-                }
+    for (session, x, outcome, out) in dev_rewrites(&dev_map(&[0, 1]), me) {
+        let (table, before, after) = (x.table(), x.rows(), parsed(&out, x.version));
+        match table {
+            Table::Local => {
+                assert_eq!((outcome.rows_out, outcome.left_out.len()), (1, 0));
+                check_dev_row(table, &before, &after, 0, 1);
+            }
+            Table::Peers | Table::PeersV2 => {
+                // system.peers has no port column: the node is named by its address.
+                let left = if table == Table::Peers {
+                    "127.0.1.3"
+                } else {
+                    "127.0.1.3:9042"
+                };
+                assert_eq!(
+                    outcome,
+                    outcome_with(2, 1, &[left]),
+                    "{session} {}",
+                    x.query
+                );
+                // Node 1's row, first in the recording too.
+                assert_eq!(dev_node_of(table, &before, 0), 0);
+                check_dev_row(table, &before, &after, 0, 0);
+                assert_eq!(column(&after, "peer"), [Some(ip4("127.0.2.1"))]);
             }
         }
+    }
 
-        // Node 2, the one connected to, without a proxy: its local row names the proxy the
-        // client connected to, and is reported.
-        let topology = Topology::Nodes {
-            map: [0, 2]
-                .into_iter()
-                .map(|i| (addr(DEV_NODES[i]), addr(DEV_PROXIES[i])))
-                .collect(),
-        };
+    // Node 2, the one connected to, without a proxy: its local row names the proxy the client
+    // connected to, and is reported.
+    let topology = dev_map(&[0, 2]);
+    for session in DEV_SESSIONS {
         let x = dev_exchanges(session)
             .into_iter()
-            .find(|x| table_of(&x.query) == Table::Local)
+            .find(|x| x.table() == Table::Local)
             .unwrap();
-        let call = Call {
-            topology: &topology,
-            table: Table::Local,
-            local: Some(me),
-            version: x.version,
-            columns: None,
-        };
+        let call = Call::new(&topology, Table::Local, Some(me), x.version);
         let (outcome, out) = rewrite(call, &x.result, &mut Memo::default());
         assert_eq!(outcome.left_out, ["127.0.1.2:9042"]);
         assert_eq!(outcome.rows_out, 1);
-        let before = Rows::parse(&x.result, x.version, None).unwrap();
-        let after = Rows::parse(&out, x.version, None).unwrap();
-        check_dev_row(Table::Local, &before, &after, 0, 1, me);
+        check_dev_row(Table::Local, &x.rows(), &parsed(&out, x.version), 0, 1);
     }
 }
 
@@ -2174,19 +1840,11 @@ fn dev_cluster_answers_in_the_proxy_layout_make_up_the_other_instance() {
     };
     for session in DEV_SESSIONS {
         for x in dev_exchanges(session) {
-            let table = table_of(&x.query);
-            let call = Call {
-                topology: &topology,
-                table,
-                local: Some(a),
-                version: x.version,
-                columns: None,
-            };
+            let table = x.table();
             // No memo: what the made-up row copies comes from the real rows.
             let mut memo = Memo::default();
-            let before = Rows::parse(&x.result, x.version, None).unwrap();
-            let (outcome, out) = rewrite(call, &x.result, &mut memo);
-            let after = Rows::parse(&out, x.version, None).unwrap();
+            let (outcome, out) = rewrite(x.call(&topology, Some(a)), &x.result, &mut memo);
+            let (before, after) = (x.rows(), parsed(&out, x.version));
             assert!(outcome.left_out.is_empty());
             assert_eq!(after.columns(), before.columns());
             let schema_version = column(&before, "schema_version")[0].clone();
@@ -2222,16 +1880,7 @@ fn dev_cluster_answers_in_the_proxy_layout_make_up_the_other_instance() {
                 }
                 Table::Peers | Table::PeersV2 => {
                     // Two real rows in, exactly one made-up row out: instance B.
-                    assert_eq!(
-                        outcome,
-                        Outcome {
-                            rows_in: 2,
-                            rows_out: 1,
-                            left_out: vec![]
-                        },
-                        "{session} {}",
-                        x.query
-                    );
+                    assert_eq!(outcome, outcome_with(2, 1, &[]), "{session} {}", x.query);
                     for name in table.address_columns() {
                         assert_eq!(column(&after, name), [Some(ip4("127.0.2.2"))], "{name}");
                     }
@@ -2242,15 +1891,7 @@ fn dev_cluster_answers_in_the_proxy_layout_make_up_the_other_instance() {
                     assert_eq!(sorted_set(&after, "tokens", 0), ["0"]);
                     assert_eq!(column(&after, "host_id"), [Some(host_id(b).to_vec())]);
                     assert_eq!(column(&after, "schema_version"), [schema_version]);
-                    assert_eq!(
-                        column(&after, "data_center"),
-                        [Some(b"datacenter1".to_vec())]
-                    );
-                    assert_eq!(column(&after, "rack"), [Some(b"rack1".to_vec())]);
-                    assert_eq!(
-                        column(&after, "release_version"),
-                        column(&before, "release_version")[..1]
-                    );
+                    check_copied_from_local(&after, &column(&before, "release_version")[..1]);
                 }
             }
         }
