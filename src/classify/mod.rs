@@ -145,6 +145,9 @@
 //!   scanned, not fully parsed); Cassandra then rejects them itself, so nothing runs that
 //!   the classification did not cover.
 
+#[macro_use]
+mod names;
+
 pub mod functions;
 pub mod lexer;
 pub mod parser;

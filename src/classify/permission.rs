@@ -2,54 +2,30 @@
 
 use std::fmt;
 
-/// A permission as Cassandra names it (`org.apache.cassandra.auth.Permission`).
-///
-/// `Display` prints Cassandra's spelling (`SELECT`, `MODIFY`, ..., `SELECT_MASKED`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Permission {
-    Create,
-    Alter,
-    Drop,
-    Select,
-    Modify,
-    Authorize,
-    Describe,
-    Execute,
-    Unmask,
-    SelectMasked,
+named_enum! {
+    /// A permission as Cassandra names it (`org.apache.cassandra.auth.Permission`).
+    ///
+    /// `Display` prints Cassandra's spelling (`SELECT`, `MODIFY`, ..., `SELECT_MASKED`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Permission {
+        Create => "CREATE",
+        Alter => "ALTER",
+        Drop => "DROP",
+        Select => "SELECT",
+        Modify => "MODIFY",
+        Authorize => "AUTHORIZE",
+        Describe => "DESCRIBE",
+        Execute => "EXECUTE",
+        Unmask => "UNMASK",
+        SelectMasked => "SELECT_MASKED",
+    }
+    /// Every permission, in Cassandra's declaration order.
+    ALL;
+    /// The name as Cassandra spells it.
+    fn as_str;
 }
 
 impl Permission {
-    /// Every permission, in Cassandra's declaration order.
-    pub const ALL: [Permission; 10] = [
-        Permission::Create,
-        Permission::Alter,
-        Permission::Drop,
-        Permission::Select,
-        Permission::Modify,
-        Permission::Authorize,
-        Permission::Describe,
-        Permission::Execute,
-        Permission::Unmask,
-        Permission::SelectMasked,
-    ];
-
-    /// The name as Cassandra spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Permission::Create => "CREATE",
-            Permission::Alter => "ALTER",
-            Permission::Drop => "DROP",
-            Permission::Select => "SELECT",
-            Permission::Modify => "MODIFY",
-            Permission::Authorize => "AUTHORIZE",
-            Permission::Describe => "DESCRIBE",
-            Permission::Execute => "EXECUTE",
-            Permission::Unmask => "UNMASK",
-            Permission::SelectMasked => "SELECT_MASKED",
-        }
-    }
-
     /// Parses Cassandra's spelling, case-insensitively (`select_masked`, `MODIFY`).
     pub fn from_name(name: &str) -> Option<Permission> {
         Permission::ALL
@@ -59,12 +35,6 @@ impl Permission {
 
     pub(crate) fn bit(self) -> u16 {
         1 << (self as u16)
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -6,159 +6,65 @@ use std::fmt;
 use super::permission::Permission;
 use super::resource::Resource;
 
-/// The statement kinds of CQL as of Cassandra 5.0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Select,
-    Insert,
-    Update,
-    Delete,
-    Batch,
-    Truncate,
-    Use,
-    CreateKeyspace,
-    AlterKeyspace,
-    DropKeyspace,
-    CreateTable,
-    AlterTable,
-    DropTable,
-    CreateIndex,
-    DropIndex,
-    CreateType,
-    AlterType,
-    DropType,
-    CreateFunction,
-    DropFunction,
-    CreateAggregate,
-    DropAggregate,
-    CreateMaterializedView,
-    AlterMaterializedView,
-    DropMaterializedView,
-    CreateTrigger,
-    DropTrigger,
-    CreateRole,
-    AlterRole,
-    DropRole,
-    CreateUser,
-    AlterUser,
-    DropUser,
-    GrantPermission,
-    RevokePermission,
-    GrantRole,
-    RevokeRole,
-    ListRoles,
-    ListUsers,
-    ListSuperusers,
-    ListPermissions,
-    AddIdentity,
-    DropIdentity,
-    Describe,
-    /// Not recognised, or not valid CQL: [`Statement::unparsed`] says why and
-    /// [`Statement::rejection`] how Cassandra would answer it. A denial.
-    Unparsed,
+named_enum! {
+    /// The statement kinds of CQL as of Cassandra 5.0.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Kind {
+        Select,
+        Insert,
+        Update,
+        Delete,
+        Batch,
+        Truncate,
+        Use,
+        CreateKeyspace,
+        AlterKeyspace,
+        DropKeyspace,
+        CreateTable,
+        AlterTable,
+        DropTable,
+        CreateIndex,
+        DropIndex,
+        CreateType,
+        AlterType,
+        DropType,
+        CreateFunction,
+        DropFunction,
+        CreateAggregate,
+        DropAggregate,
+        CreateMaterializedView,
+        AlterMaterializedView,
+        DropMaterializedView,
+        CreateTrigger,
+        DropTrigger,
+        CreateRole,
+        AlterRole,
+        DropRole,
+        CreateUser,
+        AlterUser,
+        DropUser,
+        GrantPermission,
+        RevokePermission,
+        GrantRole,
+        RevokeRole,
+        ListRoles,
+        ListUsers,
+        ListSuperusers,
+        ListPermissions,
+        AddIdentity,
+        DropIdentity,
+        Describe,
+        /// Not recognised, or not valid CQL: [`Statement::unparsed`] says why and
+        /// [`Statement::rejection`] how Cassandra would answer it. A denial.
+        Unparsed,
+    }
+    /// Every kind, for tests and tools.
+    ALL;
+    /// The Rust variant name (`CreateMaterializedView`), used by the corpus and logs.
+    fn name;
 }
 
 impl Kind {
-    /// Every kind, for tests and tools.
-    pub const ALL: [Kind; 45] = [
-        Kind::Select,
-        Kind::Insert,
-        Kind::Update,
-        Kind::Delete,
-        Kind::Batch,
-        Kind::Truncate,
-        Kind::Use,
-        Kind::CreateKeyspace,
-        Kind::AlterKeyspace,
-        Kind::DropKeyspace,
-        Kind::CreateTable,
-        Kind::AlterTable,
-        Kind::DropTable,
-        Kind::CreateIndex,
-        Kind::DropIndex,
-        Kind::CreateType,
-        Kind::AlterType,
-        Kind::DropType,
-        Kind::CreateFunction,
-        Kind::DropFunction,
-        Kind::CreateAggregate,
-        Kind::DropAggregate,
-        Kind::CreateMaterializedView,
-        Kind::AlterMaterializedView,
-        Kind::DropMaterializedView,
-        Kind::CreateTrigger,
-        Kind::DropTrigger,
-        Kind::CreateRole,
-        Kind::AlterRole,
-        Kind::DropRole,
-        Kind::CreateUser,
-        Kind::AlterUser,
-        Kind::DropUser,
-        Kind::GrantPermission,
-        Kind::RevokePermission,
-        Kind::GrantRole,
-        Kind::RevokeRole,
-        Kind::ListRoles,
-        Kind::ListUsers,
-        Kind::ListSuperusers,
-        Kind::ListPermissions,
-        Kind::AddIdentity,
-        Kind::DropIdentity,
-        Kind::Describe,
-        Kind::Unparsed,
-    ];
-
-    /// The Rust variant name (`CreateMaterializedView`), used by the corpus and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Select => "Select",
-            Kind::Insert => "Insert",
-            Kind::Update => "Update",
-            Kind::Delete => "Delete",
-            Kind::Batch => "Batch",
-            Kind::Truncate => "Truncate",
-            Kind::Use => "Use",
-            Kind::CreateKeyspace => "CreateKeyspace",
-            Kind::AlterKeyspace => "AlterKeyspace",
-            Kind::DropKeyspace => "DropKeyspace",
-            Kind::CreateTable => "CreateTable",
-            Kind::AlterTable => "AlterTable",
-            Kind::DropTable => "DropTable",
-            Kind::CreateIndex => "CreateIndex",
-            Kind::DropIndex => "DropIndex",
-            Kind::CreateType => "CreateType",
-            Kind::AlterType => "AlterType",
-            Kind::DropType => "DropType",
-            Kind::CreateFunction => "CreateFunction",
-            Kind::DropFunction => "DropFunction",
-            Kind::CreateAggregate => "CreateAggregate",
-            Kind::DropAggregate => "DropAggregate",
-            Kind::CreateMaterializedView => "CreateMaterializedView",
-            Kind::AlterMaterializedView => "AlterMaterializedView",
-            Kind::DropMaterializedView => "DropMaterializedView",
-            Kind::CreateTrigger => "CreateTrigger",
-            Kind::DropTrigger => "DropTrigger",
-            Kind::CreateRole => "CreateRole",
-            Kind::AlterRole => "AlterRole",
-            Kind::DropRole => "DropRole",
-            Kind::CreateUser => "CreateUser",
-            Kind::AlterUser => "AlterUser",
-            Kind::DropUser => "DropUser",
-            Kind::GrantPermission => "GrantPermission",
-            Kind::RevokePermission => "RevokePermission",
-            Kind::GrantRole => "GrantRole",
-            Kind::RevokeRole => "RevokeRole",
-            Kind::ListRoles => "ListRoles",
-            Kind::ListUsers => "ListUsers",
-            Kind::ListSuperusers => "ListSuperusers",
-            Kind::ListPermissions => "ListPermissions",
-            Kind::AddIdentity => "AddIdentity",
-            Kind::DropIdentity => "DropIdentity",
-            Kind::Describe => "Describe",
-            Kind::Unparsed => "Unparsed",
-        }
-    }
-
     /// The operation type Cassandra's audit log records for this kind
     /// (`AuditLogEntryType`). As in Cassandra, INSERT is logged as `UPDATE`
     /// (both are an `UpdateStatement` there); [`Kind::Insert`] keeps them apart for policies.
@@ -209,146 +115,83 @@ impl Kind {
     }
 }
 
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+named_enum! {
+    /// Cassandra's audit log categories (`AuditLogEntryCategory`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Category {
+        Query => "QUERY",
+        Dml => "DML",
+        Ddl => "DDL",
+        Dcl => "DCL",
+        Auth => "AUTH",
+        Prepare => "PREPARE",
+        Error => "ERROR",
+        Other => "OTHER",
     }
+    /// Every category.
+    ALL;
+    /// The name as Cassandra prints it (`DML`).
+    fn as_str;
 }
 
-/// Cassandra's audit log categories (`AuditLogEntryCategory`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Category {
-    Query,
-    Dml,
-    Ddl,
-    Dcl,
-    Auth,
-    Prepare,
-    Error,
-    Other,
-}
-
-impl Category {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Query => "QUERY",
-            Category::Dml => "DML",
-            Category::Ddl => "DDL",
-            Category::Dcl => "DCL",
-            Category::Auth => "AUTH",
-            Category::Prepare => "PREPARE",
-            Category::Error => "ERROR",
-            Category::Other => "OTHER",
-        }
+named_enum! {
+    /// Cassandra's audit log operation types (`AuditLogEntryType`), named as it prints them.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Operation {
+        Select => "SELECT",
+        Update => "UPDATE",
+        Delete => "DELETE",
+        Truncate => "TRUNCATE",
+        Batch => "BATCH",
+        UseKeyspace => "USE_KEYSPACE",
+        CreateKeyspace => "CREATE_KEYSPACE",
+        AlterKeyspace => "ALTER_KEYSPACE",
+        DropKeyspace => "DROP_KEYSPACE",
+        CreateTable => "CREATE_TABLE",
+        AlterTable => "ALTER_TABLE",
+        DropTable => "DROP_TABLE",
+        CreateIndex => "CREATE_INDEX",
+        DropIndex => "DROP_INDEX",
+        CreateType => "CREATE_TYPE",
+        AlterType => "ALTER_TYPE",
+        DropType => "DROP_TYPE",
+        CreateFunction => "CREATE_FUNCTION",
+        DropFunction => "DROP_FUNCTION",
+        CreateAggregate => "CREATE_AGGREGATE",
+        DropAggregate => "DROP_AGGREGATE",
+        CreateView => "CREATE_VIEW",
+        AlterView => "ALTER_VIEW",
+        DropView => "DROP_VIEW",
+        CreateTrigger => "CREATE_TRIGGER",
+        DropTrigger => "DROP_TRIGGER",
+        CreateRole => "CREATE_ROLE",
+        AlterRole => "ALTER_ROLE",
+        DropRole => "DROP_ROLE",
+        Grant => "GRANT",
+        Revoke => "REVOKE",
+        ListRoles => "LIST_ROLES",
+        ListUsers => "LIST_USERS",
+        ListPermissions => "LIST_PERMISSIONS",
+        CreateIdentity => "CREATE_IDENTITY",
+        DropIdentity => "DROP_IDENTITY",
+        Describe => "DESCRIBE",
+        /// What Cassandra logs for a PREPARE (category PREPARE); the caller applies it to
+        /// PREPARE requests, the classifier never returns it.
+        PrepareStatement => "PREPARE_STATEMENT",
+        /// What Cassandra logs for a request that failed (category ERROR); the classifier returns it
+        /// for unparsed text.
+        RequestFailure => "REQUEST_FAILURE",
+        LoginSuccess => "LOGIN_SUCCESS",
+        LoginError => "LOGIN_ERROR",
+        UnauthorizedAttempt => "UNAUTHORIZED_ATTEMPT",
     }
-}
-
-impl fmt::Display for Category {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Cassandra's audit log operation types (`AuditLogEntryType`), named as it prints them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Operation {
-    Select,
-    Update,
-    Delete,
-    Truncate,
-    Batch,
-    UseKeyspace,
-    CreateKeyspace,
-    AlterKeyspace,
-    DropKeyspace,
-    CreateTable,
-    AlterTable,
-    DropTable,
-    CreateIndex,
-    DropIndex,
-    CreateType,
-    AlterType,
-    DropType,
-    CreateFunction,
-    DropFunction,
-    CreateAggregate,
-    DropAggregate,
-    CreateView,
-    AlterView,
-    DropView,
-    CreateTrigger,
-    DropTrigger,
-    CreateRole,
-    AlterRole,
-    DropRole,
-    Grant,
-    Revoke,
-    ListRoles,
-    ListUsers,
-    ListPermissions,
-    CreateIdentity,
-    DropIdentity,
-    Describe,
-    /// What Cassandra logs for a PREPARE (category PREPARE); the caller applies it to
-    /// PREPARE requests, the classifier never returns it.
-    PrepareStatement,
-    /// What Cassandra logs for a request that failed (category ERROR); the classifier returns it
-    /// for unparsed text.
-    RequestFailure,
-    LoginSuccess,
-    LoginError,
-    UnauthorizedAttempt,
+    /// Every operation type.
+    ALL;
+    /// The name as Cassandra prints it (`CREATE_TABLE`).
+    fn as_str;
 }
 
 impl Operation {
-    pub fn as_str(self) -> &'static str {
-        use Operation as O;
-        match self {
-            O::Select => "SELECT",
-            O::Update => "UPDATE",
-            O::Delete => "DELETE",
-            O::Truncate => "TRUNCATE",
-            O::Batch => "BATCH",
-            O::UseKeyspace => "USE_KEYSPACE",
-            O::CreateKeyspace => "CREATE_KEYSPACE",
-            O::AlterKeyspace => "ALTER_KEYSPACE",
-            O::DropKeyspace => "DROP_KEYSPACE",
-            O::CreateTable => "CREATE_TABLE",
-            O::AlterTable => "ALTER_TABLE",
-            O::DropTable => "DROP_TABLE",
-            O::CreateIndex => "CREATE_INDEX",
-            O::DropIndex => "DROP_INDEX",
-            O::CreateType => "CREATE_TYPE",
-            O::AlterType => "ALTER_TYPE",
-            O::DropType => "DROP_TYPE",
-            O::CreateFunction => "CREATE_FUNCTION",
-            O::DropFunction => "DROP_FUNCTION",
-            O::CreateAggregate => "CREATE_AGGREGATE",
-            O::DropAggregate => "DROP_AGGREGATE",
-            O::CreateView => "CREATE_VIEW",
-            O::AlterView => "ALTER_VIEW",
-            O::DropView => "DROP_VIEW",
-            O::CreateTrigger => "CREATE_TRIGGER",
-            O::DropTrigger => "DROP_TRIGGER",
-            O::CreateRole => "CREATE_ROLE",
-            O::AlterRole => "ALTER_ROLE",
-            O::DropRole => "DROP_ROLE",
-            O::Grant => "GRANT",
-            O::Revoke => "REVOKE",
-            O::ListRoles => "LIST_ROLES",
-            O::ListUsers => "LIST_USERS",
-            O::ListPermissions => "LIST_PERMISSIONS",
-            O::CreateIdentity => "CREATE_IDENTITY",
-            O::DropIdentity => "DROP_IDENTITY",
-            O::Describe => "DESCRIBE",
-            O::PrepareStatement => "PREPARE_STATEMENT",
-            O::RequestFailure => "REQUEST_FAILURE",
-            O::LoginSuccess => "LOGIN_SUCCESS",
-            O::LoginError => "LOGIN_ERROR",
-            O::UnauthorizedAttempt => "UNAUTHORIZED_ATTEMPT",
-        }
-    }
-
     /// The category Cassandra files this operation under.
     pub fn category(self) -> Category {
         use Operation as O;
@@ -394,45 +237,29 @@ impl Operation {
     }
 }
 
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+named_enum! {
+    /// How Cassandra itself answers a text the classifier leaves [`Kind::Unparsed`], so that
+    /// the proxy can answer it the same way (it is never forwarded).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Rejection {
+        /// Not CQL by Cassandra's grammar (`Cql.g`, `Lexer.g`): Cassandra answers ERROR 0x2000
+        /// `SyntaxException`. The reason reads like Cassandra's, with the position where the
+        /// text stops being CQL: `line 1:9 mismatched input 'FORM' expecting FROM`.
+        Syntax => "syntax",
+        /// CQL that Cassandra refuses as an invalid request (ERROR 0x2200 `InvalidRequest`)
+        /// before anything runs: no keyspace for an unqualified name, a materialized view
+        /// outside its base table's keyspace. The reason is Cassandra's sentence, without a
+        /// position.
+        Invalid => "invalid",
+        /// CQL beyond what the classifier decides (brackets nested deeper than
+        /// [`super::parser::MAX_NESTING`], more than [`super::parser::MAX_CALLS`] functions, an
+        /// empty batch, which needs no permission): Cassandra might run it, the proxy refuses it.
+        Unsupported => "unsupported",
     }
-}
-
-/// How Cassandra itself answers a text the classifier leaves [`Kind::Unparsed`], so that
-/// the proxy can answer it the same way (it is never forwarded).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Rejection {
-    /// Not CQL by Cassandra's grammar (`Cql.g`, `Lexer.g`): Cassandra answers ERROR 0x2000
-    /// `SyntaxException`. The reason reads like Cassandra's, with the position where the
-    /// text stops being CQL: `line 1:9 mismatched input 'FORM' expecting FROM`.
-    Syntax,
-    /// CQL that Cassandra refuses as an invalid request (ERROR 0x2200 `InvalidRequest`)
-    /// before anything runs: no keyspace for an unqualified name, a materialized view
-    /// outside its base table's keyspace. The reason is Cassandra's sentence, without a
-    /// position.
-    Invalid,
-    /// CQL beyond what the classifier decides (brackets nested deeper than
-    /// [`super::parser::MAX_NESTING`], more than [`super::parser::MAX_CALLS`] functions, an
-    /// empty batch, which needs no permission): Cassandra might run it, the proxy refuses it.
-    Unsupported,
-}
-
-impl Rejection {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rejection::Syntax => "syntax",
-            Rejection::Invalid => "invalid",
-            Rejection::Unsupported => "unsupported",
-        }
-    }
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+    /// Every rejection.
+    ALL;
+    /// The rejection's name (`syntax`).
+    fn as_str;
 }
 
 /// Facts about a statement that a policy can use as guardrails (a bit set, `Copy`).
@@ -664,6 +491,47 @@ impl<'a> Statement<'a> {
             unparsed: self.unparsed,
             rejection: self.rejection,
         }
+    }
+
+    /// The statement, needing `permission` on the keyspace `ks`, which it concerns.
+    pub(crate) fn with_keyspace_need(
+        mut self,
+        permission: Permission,
+        ks: Cow<'a, str>,
+    ) -> Statement<'a> {
+        self.need(permission, Resource::Keyspace(ks.clone()));
+        self.keyspace = Some(ks);
+        self
+    }
+
+    /// The statement, needing `permission` on the table `ks.t`, which it concerns.
+    pub(crate) fn with_table_need(
+        mut self,
+        permission: Permission,
+        ks: Cow<'a, str>,
+        t: Cow<'a, str>,
+    ) -> Statement<'a> {
+        self.need(
+            permission,
+            Resource::Table {
+                keyspace: ks.clone(),
+                table: t.clone(),
+            },
+        );
+        self.keyspace = Some(ks);
+        self.table = Some(t);
+        self
+    }
+
+    /// The statement, needing `permission` on the role `role`, which it concerns.
+    pub(crate) fn with_role_need(
+        mut self,
+        permission: Permission,
+        role: Cow<'a, str>,
+    ) -> Statement<'a> {
+        self.need(permission, Resource::Role(role.clone()));
+        self.role = Some(role);
+        self
     }
 
     /// Adds a need unless it is already there.

@@ -167,8 +167,23 @@ pub fn inet(i: &[u8]) -> PResult<'_, (&[u8], i32)> {
     Ok((i, (a, p)))
 }
 
+/// `p` when `present` (a flag or a version says the field is there), else nothing.
+#[inline]
+pub(crate) fn optional<'a, T>(
+    i: &'a [u8],
+    present: bool,
+    p: impl FnOnce(&'a [u8]) -> PResult<'a, T>,
+) -> PResult<'a, Option<T>> {
+    if present {
+        let (i, v) = p(i)?;
+        Ok((i, Some(v)))
+    } else {
+        Ok((i, None))
+    }
+}
+
 /// Skips `n` repetitions of `p`, returning the bytes they covered.
-fn counted<'a, T>(
+pub(crate) fn counted<'a, T>(
     i: &'a [u8],
     n: usize,
     mut p: impl FnMut(&'a [u8]) -> PResult<'a, T>,
@@ -182,6 +197,49 @@ fn counted<'a, T>(
     Ok((rest, start.get(..used).unwrap_or_default()))
 }
 
+/// Reads lazily the `count` items of `p` in `raw`, bytes that [`counted`] validated: it stops
+/// at the first item that does not decode (there is none in validated bytes).
+pub(crate) fn read_counted<'a, T: 'a>(
+    raw: &'a [u8],
+    count: u16,
+    p: impl Fn(&'a [u8]) -> PResult<'a, T> + 'a,
+) -> impl Iterator<Item = T> + 'a {
+    let mut rest = raw;
+    (0..count).map_while(move |_| {
+        let (r, v) = p(rest).ok()?;
+        rest = r;
+        Some(v)
+    })
+}
+
+/// [short] n, then n items of `p`: the bytes they cover, and n.
+pub(crate) fn short_counted<'a, T>(
+    i: &'a [u8],
+    p: impl FnMut(&'a [u8]) -> PResult<'a, T>,
+) -> PResult<'a, (&'a [u8], u16)> {
+    let (i, n) = short(i)?;
+    let (i, raw) = counted(i, usize::from(n), p)?;
+    Ok((i, (raw, n)))
+}
+
+/// The value of the last of `pairs` named `key` (exact match).
+fn last_value<'a, V>(pairs: impl Iterator<Item = (&'a str, V)>, key: &str) -> Option<V> {
+    pairs.filter(|(k, _)| *k == key).map(|(_, v)| v).last()
+}
+
+/// `len` and `is_empty` of a validated collection that keeps its item count in `count`.
+macro_rules! counted_len {
+    () => {
+        pub fn len(&self) -> usize {
+            usize::from(self.count)
+        }
+        pub fn is_empty(&self) -> bool {
+            self.count == 0
+        }
+    };
+}
+pub(crate) use counted_len;
+
 /// A validated [string list], read lazily.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StringList<'a> {
@@ -190,27 +248,16 @@ pub struct StringList<'a> {
 }
 
 impl<'a> StringList<'a> {
-    pub fn len(&self) -> usize {
-        usize::from(self.count)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
+    counted_len!();
     pub fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
-        let mut rest = self.raw;
-        (0..self.count).map_while(move |_| {
-            let (r, s) = string(rest).ok()?;
-            rest = r;
-            Some(s)
-        })
+        read_counted(self.raw, self.count, string)
     }
 }
 
 /// [string list]: a [short] n, then n [string].
 pub fn string_list(i: &[u8]) -> PResult<'_, StringList<'_>> {
-    let (i, n) = short(i)?;
-    let (i, raw) = counted(i, usize::from(n), string)?;
-    Ok((i, StringList { raw, count: n }))
+    let (i, (raw, count)) = short_counted(i, string)?;
+    Ok((i, StringList { raw, count }))
 }
 
 /// A validated [string map], read lazily.
@@ -227,34 +274,20 @@ fn pair(i: &[u8]) -> PResult<'_, (&str, &str)> {
 }
 
 impl<'a> StringMap<'a> {
-    pub fn len(&self) -> usize {
-        usize::from(self.count)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
+    counted_len!();
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let mut rest = self.raw;
-        (0..self.count).map_while(move |_| {
-            let (r, kv) = pair(rest).ok()?;
-            rest = r;
-            Some(kv)
-        })
+        read_counted(self.raw, self.count, pair)
     }
     /// The value of `key` (exact match; the last one if repeated).
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-            .last()
+        last_value(self.iter(), key)
     }
 }
 
 /// [string map]: a [short] n, then n pairs of [string].
 pub fn string_map(i: &[u8]) -> PResult<'_, StringMap<'_>> {
-    let (i, n) = short(i)?;
-    let (i, raw) = counted(i, usize::from(n), pair)?;
-    Ok((i, StringMap { raw, count: n }))
+    let (i, (raw, count)) = short_counted(i, pair)?;
+    Ok((i, StringMap { raw, count }))
 }
 
 /// A validated [string multimap], read lazily.
@@ -271,33 +304,19 @@ fn multi_pair(i: &[u8]) -> PResult<'_, (&str, StringList<'_>)> {
 }
 
 impl<'a> StringMultimap<'a> {
-    pub fn len(&self) -> usize {
-        usize::from(self.count)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
+    counted_len!();
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, StringList<'a>)> + 'a {
-        let mut rest = self.raw;
-        (0..self.count).map_while(move |_| {
-            let (r, kv) = multi_pair(rest).ok()?;
-            rest = r;
-            Some(kv)
-        })
+        read_counted(self.raw, self.count, multi_pair)
     }
     pub fn get(&self, key: &str) -> Option<StringList<'a>> {
-        self.iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-            .last()
+        last_value(self.iter(), key)
     }
 }
 
 /// [string multimap]: a [short] n, then n pairs of [string] and [string list].
 pub fn string_multimap(i: &[u8]) -> PResult<'_, StringMultimap<'_>> {
-    let (i, n) = short(i)?;
-    let (i, raw) = counted(i, usize::from(n), multi_pair)?;
-    Ok((i, StringMultimap { raw, count: n }))
+    let (i, (raw, count)) = short_counted(i, multi_pair)?;
+    Ok((i, StringMultimap { raw, count }))
 }
 
 /// A validated [bytes map], read lazily.
@@ -314,19 +333,9 @@ fn bytes_pair(i: &[u8]) -> PResult<'_, (&str, Option<&[u8]>)> {
 }
 
 impl<'a> BytesMap<'a> {
-    pub fn len(&self) -> usize {
-        usize::from(self.count)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
+    counted_len!();
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
-        let mut rest = self.raw;
-        (0..self.count).map_while(move |_| {
-            let (r, kv) = bytes_pair(rest).ok()?;
-            rest = r;
-            Some(kv)
-        })
+        read_counted(self.raw, self.count, bytes_pair)
     }
     pub fn keys(&self) -> impl Iterator<Item = &'a str> + 'a {
         self.iter().map(|(k, _)| k)
@@ -335,9 +344,8 @@ impl<'a> BytesMap<'a> {
 
 /// [bytes map]: a [short] n, then n pairs of [string] and [bytes].
 pub fn bytes_map(i: &[u8]) -> PResult<'_, BytesMap<'_>> {
-    let (i, n) = short(i)?;
-    let (i, raw) = counted(i, usize::from(n), bytes_pair)?;
-    Ok((i, BytesMap { raw, count: n }))
+    let (i, (raw, count)) = short_counted(i, bytes_pair)?;
+    Ok((i, BytesMap { raw, count }))
 }
 
 /// Skips `n` [value]s, each preceded by a [string] name when `named`.

@@ -90,6 +90,26 @@ struct Bufs {
     out: Vec<u8>,
 }
 
+/// Appends the first `take` bytes of `input` to the `*have` bytes already gathered in `buf`
+/// (a header or a trailer that may arrive in pieces). `what` names it in the error, which
+/// the callers' bounds rule out.
+#[inline]
+fn append(
+    buf: &mut [u8],
+    have: &mut u8,
+    input: &[u8],
+    take: usize,
+    what: &'static str,
+) -> Result<(), CodecError> {
+    let at = usize::from(*have);
+    match (buf.get_mut(at..at + take), input.get(..take)) {
+        (Some(dst), Some(src)) => dst.copy_from_slice(src),
+        _ => return Err(CodecError::Malformed(what)),
+    }
+    *have = (at + take) as u8;
+    Ok(())
+}
+
 /// One step of the envelope layer over `input`. Returns bytes consumed and what happened.
 fn env_step(
     env: &mut Env,
@@ -108,11 +128,7 @@ fn env_step(
                 check_first_byte(*first, cfg.direction)?;
             }
         }
-        match (env.hdr.get_mut(have..have + take), input.get(..take)) {
-            (Some(dst), Some(src)) => dst.copy_from_slice(src),
-            _ => return Err(CodecError::Malformed("envelope header")),
-        }
-        env.have = (have + take) as u8;
+        append(&mut env.hdr, &mut env.have, input, take, "envelope header")?;
         if usize::from(env.have) < HEADER_LEN {
             return Ok((take, Step::NeedMore));
         }
@@ -177,27 +193,21 @@ fn env_step(
 
 /// Offsets a body location that is relative to a sub-slice of the input.
 fn shift(step: Step, by: usize) -> Step {
-    match step {
-        Step::Frame(h, BodyLoc::Input { start, len }) => Step::Frame(
-            h,
-            BodyLoc::Input {
-                start: start + by,
-                len,
-            },
-        ),
-        other => other,
-    }
+    relocate(step, by, |start, len| BodyLoc::Input { start, len })
 }
 
+/// Offsets a body location that is relative to a sub-slice of the decompressed segment
+/// payload, and places it there.
 fn to_plain(step: Step, by: usize) -> Step {
+    relocate(step, by, |start, len| BodyLoc::Plain { start, len })
+}
+
+/// A frame's body location in the slice that `env_step` read, `by` bytes on, placed by
+/// `place(start, len)`; any other step unchanged.
+#[inline]
+fn relocate(step: Step, by: usize, place: impl FnOnce(usize, usize) -> BodyLoc) -> Step {
     match step {
-        Step::Frame(h, BodyLoc::Input { start, len }) => Step::Frame(
-            h,
-            BodyLoc::Plain {
-                start: start + by,
-                len,
-            },
-        ),
+        Step::Frame(h, BodyLoc::Input { start, len }) => Step::Frame(h, place(start + by, len)),
         other => other,
     }
 }
@@ -230,6 +240,11 @@ struct Seg {
 }
 
 impl Seg {
+    /// [`append`] to the segment header or trailer gathered so far.
+    fn append(&mut self, input: &[u8], take: usize, what: &'static str) -> Result<(), CodecError> {
+        append(&mut self.buf, &mut self.have, input, take, what)
+    }
+
     fn new() -> Self {
         Seg {
             phase: Phase::Header,
@@ -510,11 +525,7 @@ impl FrameReader {
                         }
                         return Ok((pos, Step::NeedMore));
                     }
-                    match (self.seg.buf.get_mut(have..have + take), rest.get(..take)) {
-                        (Some(d), Some(s)) => d.copy_from_slice(s),
-                        _ => return Err(CodecError::Malformed("segment header")),
-                    }
-                    self.seg.have = (have + take) as u8;
+                    self.seg.append(rest, take, "segment header")?;
                     pos += take;
                     if usize::from(self.seg.have) < hl {
                         return Ok((pos, Step::NeedMore));
@@ -573,11 +584,7 @@ impl FrameReader {
                 Phase::Trailer => {
                     let have = usize::from(self.seg.have);
                     let take = (CRC32_LEN - have).min(rest.len());
-                    match (self.seg.buf.get_mut(have..have + take), rest.get(..take)) {
-                        (Some(d), Some(s)) => d.copy_from_slice(s),
-                        _ => return Err(CodecError::Malformed("segment trailer")),
-                    }
-                    self.seg.have = (have + take) as u8;
+                    self.seg.append(rest, take, "segment trailer")?;
                     pos += take;
                     if usize::from(self.seg.have) < CRC32_LEN {
                         return Ok((pos, Step::NeedMore));

@@ -9,6 +9,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::error::PolicyError;
+
 /// The whole file: `[roles.NAME]` tables and `[[bind]]` entries.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +105,20 @@ pub fn entries(names: &Spanned<Names>) -> Vec<(&str, std::ops::Range<usize>)> {
         Names::One(s) => vec![(s.as_str(), names.span())],
         Names::Many(v) => v.iter().map(|s| (s.get_ref().as_str(), s.span())).collect(),
     }
+}
+
+/// Every entry of `names` with its byte span; none at all is an error at `names`, worded
+/// `empty`.
+pub fn nonempty_entries<'n>(
+    text: &str,
+    names: &'n Spanned<Names>,
+    empty: impl Into<String>,
+) -> Result<Vec<(&'n str, std::ops::Range<usize>)>, PolicyError> {
+    let list = entries(names);
+    if list.is_empty() {
+        return Err(PolicyError::at(text, names.span(), empty));
+    }
+    Ok(list)
 }
 
 impl<'de> Deserialize<'de> for Names {

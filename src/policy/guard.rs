@@ -12,7 +12,7 @@ use toml::Spanned;
 use crate::codec::primitives::Consistency;
 
 use super::error::{line_of, PolicyError};
-use super::format::{entries, GuardrailSpec, Names};
+use super::format::{nonempty_entries, GuardrailSpec, Names};
 
 /// Consistency levels by wire code: ANY (0) to LOCAL_ONE (10).
 const LEVEL_CODES: std::ops::RangeInclusive<u16> = 0..=10;
@@ -104,14 +104,11 @@ impl RoleGuards {
             let Some(names) = names else {
                 return Ok(None);
             };
-            let list = entries(names);
-            if list.is_empty() {
-                return Err(PolicyError::at(
-                    text,
-                    names.span(),
-                    format!("{key} lists no level: name at least one (ONE, LOCAL_QUORUM, ...)"),
-                ));
-            }
+            let list = nonempty_entries(
+                text,
+                names,
+                format!("{key} lists no level: name at least one (ONE, LOCAL_QUORUM, ...)"),
+            )?;
             let mut mask = 0u32;
             let mut shown = String::new();
             for (name, span) in list {

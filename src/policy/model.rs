@@ -14,7 +14,9 @@ use crate::identity::Source;
 
 use super::bits::Bits;
 use super::error::{line_of, PolicyError};
-use super::format::{entries, BindSpec, Document, GuardrailSpec, Names, RoleSpec, RuleSpec};
+use super::format::{
+    entries, nonempty_entries, BindSpec, Document, GuardrailSpec, Names, RoleSpec, RuleSpec,
+};
 use super::glob::Glob;
 use super::guard::RoleGuards;
 use super::resource::Pattern;
@@ -348,22 +350,16 @@ impl Model {
         deny: bool,
     ) -> Result<(), PolicyError> {
         let spec = rule.get_ref();
-        let perms = entries(&spec.permissions);
-        if perms.is_empty() {
-            return Err(PolicyError::at(
-                text,
-                spec.permissions.span(),
-                "no permissions: name at least one (SELECT, MODIFY, ..., or ALL)",
-            ));
-        }
-        let ons = entries(&spec.on);
-        if ons.is_empty() {
-            return Err(PolicyError::at(
-                text,
-                spec.on.span(),
-                "no resource: name at least one (KEYSPACE ks, TABLE ks.t, ...)",
-            ));
-        }
+        let perms = nonempty_entries(
+            text,
+            &spec.permissions,
+            "no permissions: name at least one (SELECT, MODIFY, ..., or ALL)",
+        )?;
+        let ons = nonempty_entries(
+            text,
+            &spec.on,
+            "no resource: name at least one (KEYSPACE ks, TABLE ks.t, ...)",
+        )?;
         for (on, on_span) in ons {
             let pattern =
                 Pattern::parse(on).map_err(|m| PolicyError::at(text, on_span.clone(), m))?;
@@ -430,10 +426,7 @@ impl Model {
             ));
         };
         let mut roles = Bits::default();
-        let names = entries(role_names);
-        if names.is_empty() {
-            return Err(at(role_names.span(), "bind names no role".into()));
-        }
+        let names = nonempty_entries(text, role_names, "bind names no role")?;
         for (name, span) in names {
             let i = self.role_index(text, name, span, "bind")?;
             if let Some(role) = self.roles.get(i as usize) {
@@ -445,10 +438,7 @@ impl Model {
                 let Some(names) = names else {
                     return Ok(Vec::new());
                 };
-                let list = entries(names);
-                if list.is_empty() {
-                    return Err(at(names.span(), format!("empty {what} list")));
-                }
+                let list = nonempty_entries(text, names, format!("empty {what} list"))?;
                 list.into_iter()
                     .map(|(s, span)| {
                         if s.is_empty() {

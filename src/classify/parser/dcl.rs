@@ -54,16 +54,20 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// `ROLE` or `USER`: the statement kind `role` or `user`.
+fn role_or_user(p: &mut Parser<'_>, role: Kind, user: Kind) -> PResult<Kind> {
+    if p.eat_kw("role")? {
+        Ok(role)
+    } else {
+        p.expect_kw("user")?;
+        Ok(user)
+    }
+}
+
 /// `CREATE ROLE [IF NOT EXISTS] r [WITH options]` and `CREATE USER [IF NOT EXISTS] u
 /// [WITH PASSWORD 'p'] [SUPERUSER | NOSUPERUSER]`: CREATE on all roles.
 pub fn create_role<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
-    let kind = if p.eat_kw("role")? {
-        Kind::CreateRole
-    } else {
-        p.expect_kw("user")?;
-        Kind::CreateUser
-    };
-    let mut st = Statement::new(kind);
+    let mut st = Statement::new(role_or_user(p, Kind::CreateRole, Kind::CreateUser)?);
     p.if_not_exists(&mut st)?;
     let role = p.role_name()?;
     role_options(p, &mut st)?;
@@ -74,35 +78,19 @@ pub fn create_role<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
 
 /// `ALTER ROLE [IF EXISTS] r WITH options` / `ALTER USER u ...`: ALTER on the role.
 pub fn alter_role<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
-    let kind = if p.eat_kw("role")? {
-        Kind::AlterRole
-    } else {
-        p.expect_kw("user")?;
-        Kind::AlterUser
-    };
-    let mut st = Statement::new(kind);
+    let mut st = Statement::new(role_or_user(p, Kind::AlterRole, Kind::AlterUser)?);
     p.if_exists(&mut st)?;
     let role = p.role_name()?;
     role_options(p, &mut st)?;
-    st.need(Permission::Alter, Resource::Role(role.clone()));
-    st.role = Some(role);
-    Ok(st)
+    Ok(st.with_role_need(Permission::Alter, role))
 }
 
 /// `DROP ROLE [IF EXISTS] r` / `DROP USER [IF EXISTS] u`: DROP on the role.
 pub fn drop_role<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
-    let kind = if p.eat_kw("role")? {
-        Kind::DropRole
-    } else {
-        p.expect_kw("user")?;
-        Kind::DropUser
-    };
-    let mut st = Statement::new(kind);
+    let mut st = Statement::new(role_or_user(p, Kind::DropRole, Kind::DropUser)?);
     p.if_exists(&mut st)?;
     let role = p.role_name()?;
-    st.need(Permission::Drop, Resource::Role(role.clone()));
-    st.role = Some(role);
-    Ok(st)
+    Ok(st.with_role_need(Permission::Drop, role))
 }
 
 /// Whether the GRANT/REVOKE ahead grants permissions (has `ON` before `TO`/`FROM`) rather

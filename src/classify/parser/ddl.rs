@@ -72,9 +72,7 @@ pub fn create<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
             return Err(p.unexpected("'(' and the field definitions"));
         }
         p.skip_rest(&mut st, false)?;
-        st.need(Permission::Create, Resource::Keyspace(ks.clone()));
-        st.keyspace = Some(ks);
-        return Ok(st);
+        return Ok(st.with_keyspace_need(Permission::Create, ks));
     }
     if p.eat_kw("materialized")? {
         p.expect_kw("view")?;
@@ -102,10 +100,7 @@ pub fn create<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
 /// Triggers: Cassandra allows them to superusers only; the need is ALTER on the table.
 fn trigger<'a>(mut st: Statement<'a>, ks: Cow<'a, str>, t: Cow<'a, str>) -> Statement<'a> {
     st.flags |= Flags::SUPERUSER_ONLY;
-    st.need(Permission::Alter, table_resource(&ks, &t));
-    st.keyspace = Some(ks);
-    st.table = Some(t);
-    st
+    st.with_table_need(Permission::Alter, ks, t)
 }
 
 /// `CREATE [CUSTOM] INDEX [IF NOT EXISTS] [name] ON [ks.]t (target) [USING 'class'
@@ -123,10 +118,7 @@ fn create_index<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
         return Err(p.unexpected("'(' and the indexed column"));
     }
     p.skip_rest(&mut st, false)?;
-    st.need(Permission::Alter, table_resource(&ks, &t));
-    st.keyspace = Some(ks);
-    st.table = Some(t);
-    Ok(st)
+    Ok(st.with_table_need(Permission::Alter, ks, t))
 }
 
 /// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] [ks.]v AS SELECT ... FROM [ks.]base WHERE ...
@@ -254,9 +246,7 @@ pub fn alter<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
         let ks = p.ident()?;
         p.expect_kw("with")?;
         p.skip_rest(&mut st, false)?;
-        st.need(Permission::Alter, Resource::Keyspace(ks.clone()));
-        st.keyspace = Some(ks);
-        return Ok(st);
+        return Ok(st.with_keyspace_need(Permission::Alter, ks));
     }
     if p.eat_kw("table")? || p.eat_kw("columnfamily")? {
         let mut st = Statement::new(Kind::AlterTable);
@@ -266,10 +256,7 @@ pub fn alter<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
             return Err(p.unexpected("ADD, ALTER, DROP, RENAME or WITH"));
         }
         p.skip_rest(&mut st, true)?;
-        st.need(Permission::Alter, table_resource(&ks, &t));
-        st.keyspace = Some(ks);
-        st.table = Some(t);
-        return Ok(st);
+        return Ok(st.with_table_need(Permission::Alter, ks, t));
     }
     if p.eat_kw("type")? {
         let mut st = Statement::new(Kind::AlterType);
@@ -279,9 +266,7 @@ pub fn alter<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
             return Err(p.unexpected("ADD, ALTER or RENAME"));
         }
         p.skip_rest(&mut st, false)?;
-        st.need(Permission::Alter, Resource::Keyspace(ks.clone()));
-        st.keyspace = Some(ks);
-        return Ok(st);
+        return Ok(st.with_keyspace_need(Permission::Alter, ks));
     }
     if p.eat_kw("materialized")? {
         p.expect_kw("view")?;
@@ -290,11 +275,9 @@ pub fn alter<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
         let (ks, v) = p.table_name()?;
         p.expect_kw("with")?;
         p.skip_rest(&mut st, false)?;
-        // Cassandra asks ALTER on the base table, which the view's name does not give.
-        st.need(Permission::Alter, Resource::Keyspace(ks.clone()));
-        st.keyspace = Some(ks);
         st.table = Some(v);
-        return Ok(st);
+        // Cassandra asks ALTER on the base table, which the view's name does not give.
+        return Ok(st.with_keyspace_need(Permission::Alter, ks));
     }
     if p.at_kw("role")? || p.at_kw("user")? {
         return dcl::alter_role(p);
@@ -309,35 +292,26 @@ pub fn drop<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
         let mut st = Statement::new(Kind::DropKeyspace);
         p.if_exists(&mut st)?;
         let ks = p.ident()?;
-        st.need(Permission::Drop, Resource::Keyspace(ks.clone()));
-        st.keyspace = Some(ks);
-        return Ok(st);
+        return Ok(st.with_keyspace_need(Permission::Drop, ks));
     }
     if p.eat_kw("table")? || p.eat_kw("columnfamily")? {
         let mut st = Statement::new(Kind::DropTable);
         p.if_exists(&mut st)?;
         let (ks, t) = p.table_name()?;
-        st.need(Permission::Drop, table_resource(&ks, &t));
-        st.keyspace = Some(ks);
-        st.table = Some(t);
-        return Ok(st);
+        return Ok(st.with_table_need(Permission::Drop, ks, t));
     }
     if p.eat_kw("index")? {
         // The index name does not give its table: decided at keyspace level.
         let mut st = Statement::new(Kind::DropIndex);
         p.if_exists(&mut st)?;
         let (ks, _) = p.table_name()?;
-        st.need(Permission::Alter, Resource::Keyspace(ks.clone()));
-        st.keyspace = Some(ks);
-        return Ok(st);
+        return Ok(st.with_keyspace_need(Permission::Alter, ks));
     }
     if p.eat_kw("type")? {
         let mut st = Statement::new(Kind::DropType);
         p.if_exists(&mut st)?;
         let (ks, _) = p.table_name()?;
-        st.need(Permission::Drop, Resource::Keyspace(ks.clone()));
-        st.keyspace = Some(ks);
-        return Ok(st);
+        return Ok(st.with_keyspace_need(Permission::Drop, ks));
     }
     let func = if p.eat_kw("function")? {
         Some(Kind::DropFunction)
@@ -365,11 +339,9 @@ pub fn drop<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
         let mut st = Statement::new(Kind::DropMaterializedView);
         p.if_exists(&mut st)?;
         let (ks, v) = p.table_name()?;
-        // Cassandra asks ALTER on the base table, which the view's name does not give.
-        st.need(Permission::Alter, Resource::Keyspace(ks.clone()));
-        st.keyspace = Some(ks);
         st.table = Some(v);
-        return Ok(st);
+        // Cassandra asks ALTER on the base table, which the view's name does not give.
+        return Ok(st.with_keyspace_need(Permission::Alter, ks));
     }
     if p.eat_kw("trigger")? {
         let mut st = Statement::new(Kind::DropTrigger);

@@ -180,10 +180,25 @@ pub fn insert<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
             break;
         }
     }
+    Ok(written(st, ks, t))
+}
+
+/// A write to `ks.t`: its needs put first ([`write_needs`]), and the table it concerns.
+fn written<'a>(mut st: Statement<'a>, ks: Cow<'a, str>, t: Cow<'a, str>) -> Statement<'a> {
     write_needs(&mut st, &ks, &t);
     st.keyspace = Some(ks);
     st.table = Some(t);
-    Ok(st)
+    st
+}
+
+/// `WHERE ... [IF EXISTS | IF conditions]`, the end of an UPDATE or a DELETE.
+fn where_and_conditions<'a>(p: &mut Parser<'a>, st: &mut Statement<'a>) -> PResult<()> {
+    p.expect_kw("where")?;
+    st.flags |= Flags::WHERE;
+    if p.scan(st, WHERE_END, true)? == 0 {
+        return Err(p.unexpected("a condition after WHERE"));
+    }
+    conditions(p, st)
 }
 
 /// `IF EXISTS` or `IF conditions` after a WHERE clause.
@@ -209,16 +224,8 @@ pub fn update<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     if p.scan(&mut st, SET_END, true)? == 0 {
         return Err(p.unexpected("an assignment"));
     }
-    p.expect_kw("where")?;
-    st.flags |= Flags::WHERE;
-    if p.scan(&mut st, WHERE_END, true)? == 0 {
-        return Err(p.unexpected("a condition after WHERE"));
-    }
-    conditions(p, &mut st)?;
-    write_needs(&mut st, &ks, &t);
-    st.keyspace = Some(ks);
-    st.table = Some(t);
-    Ok(st)
+    where_and_conditions(p, &mut st)?;
+    Ok(written(st, ks, t))
 }
 
 /// `DELETE [columns] FROM [ks.]t [USING TIMESTAMP n] WHERE ... [IF EXISTS | IF conditions]`
@@ -233,16 +240,8 @@ pub fn delete<'a>(p: &mut Parser<'a>) -> PResult<Statement<'a>> {
     if p.at_kw("using")? {
         using(p, &mut st, false)?;
     }
-    p.expect_kw("where")?;
-    st.flags |= Flags::WHERE;
-    if p.scan(&mut st, WHERE_END, true)? == 0 {
-        return Err(p.unexpected("a condition after WHERE"));
-    }
-    conditions(p, &mut st)?;
-    write_needs(&mut st, &ks, &t);
-    st.keyspace = Some(ks);
-    st.table = Some(t);
-    Ok(st)
+    where_and_conditions(p, &mut st)?;
+    Ok(written(st, ks, t))
 }
 
 /// `BEGIN [UNLOGGED | COUNTER] BATCH [USING TIMESTAMP n] (INSERT | UPDATE | DELETE [;])*

@@ -2,58 +2,48 @@
 
 use crate::codec::error::CodecError;
 use crate::codec::primitives::{
-    byte, consistency, inetaddr, int, run, short, short_bytes, string, string_list, write,
-    Consistency, PResult, StringList,
+    byte, consistency, counted, inetaddr, int, optional, run, short, short_bytes, string,
+    string_list, write, Consistency, PResult, StringList,
 };
 
 /// Error codes of the native protocol.
 pub mod codes {
-    pub const SERVER_ERROR: i32 = 0x0000;
-    pub const PROTOCOL_ERROR: i32 = 0x000A;
-    pub const AUTHENTICATION_ERROR: i32 = 0x0100;
-    pub const UNAVAILABLE: i32 = 0x1000;
-    pub const OVERLOADED: i32 = 0x1001;
-    pub const IS_BOOTSTRAPPING: i32 = 0x1002;
-    pub const TRUNCATE_ERROR: i32 = 0x1003;
-    pub const WRITE_TIMEOUT: i32 = 0x1100;
-    pub const READ_TIMEOUT: i32 = 0x1200;
-    pub const READ_FAILURE: i32 = 0x1300;
-    pub const FUNCTION_FAILURE: i32 = 0x1400;
-    pub const WRITE_FAILURE: i32 = 0x1500;
-    pub const CDC_WRITE_FAILURE: i32 = 0x1600;
-    pub const CAS_WRITE_UNKNOWN: i32 = 0x1700;
-    pub const SYNTAX_ERROR: i32 = 0x2000;
-    pub const UNAUTHORIZED: i32 = 0x2100;
-    pub const INVALID: i32 = 0x2200;
-    pub const CONFIG_ERROR: i32 = 0x2300;
-    pub const ALREADY_EXISTS: i32 = 0x2400;
-    pub const UNPREPARED: i32 = 0x2500;
+    /// Declares each code as a constant, and [`name`], which names them.
+    macro_rules! codes {
+        ($($code:ident = $value:literal => $name:literal,)+) => {
+            $(pub const $code: i32 = $value;)+
 
-    /// The code's name, as the specification spells it.
-    pub fn name(code: i32) -> &'static str {
-        match code {
-            SERVER_ERROR => "Server error",
-            PROTOCOL_ERROR => "Protocol error",
-            AUTHENTICATION_ERROR => "Authentication error",
-            UNAVAILABLE => "Unavailable exception",
-            OVERLOADED => "Overloaded",
-            IS_BOOTSTRAPPING => "Is_bootstrapping",
-            TRUNCATE_ERROR => "Truncate_error",
-            WRITE_TIMEOUT => "Write_timeout",
-            READ_TIMEOUT => "Read_timeout",
-            READ_FAILURE => "Read_failure",
-            FUNCTION_FAILURE => "Function_failure",
-            WRITE_FAILURE => "Write_failure",
-            CDC_WRITE_FAILURE => "CDC_WRITE_FAILURE",
-            CAS_WRITE_UNKNOWN => "CAS_WRITE_UNKNOWN",
-            SYNTAX_ERROR => "Syntax_error",
-            UNAUTHORIZED => "Unauthorized",
-            INVALID => "Invalid",
-            CONFIG_ERROR => "Config_error",
-            ALREADY_EXISTS => "Already_exists",
-            UNPREPARED => "Unprepared",
-            _ => "Unknown",
-        }
+            /// The code's name, as the specification spells it.
+            pub fn name(code: i32) -> &'static str {
+                match code {
+                    $($code => $name,)+
+                    _ => "Unknown",
+                }
+            }
+        };
+    }
+
+    codes! {
+        SERVER_ERROR = 0x0000 => "Server error",
+        PROTOCOL_ERROR = 0x000A => "Protocol error",
+        AUTHENTICATION_ERROR = 0x0100 => "Authentication error",
+        UNAVAILABLE = 0x1000 => "Unavailable exception",
+        OVERLOADED = 0x1001 => "Overloaded",
+        IS_BOOTSTRAPPING = 0x1002 => "Is_bootstrapping",
+        TRUNCATE_ERROR = 0x1003 => "Truncate_error",
+        WRITE_TIMEOUT = 0x1100 => "Write_timeout",
+        READ_TIMEOUT = 0x1200 => "Read_timeout",
+        READ_FAILURE = 0x1300 => "Read_failure",
+        FUNCTION_FAILURE = 0x1400 => "Function_failure",
+        WRITE_FAILURE = 0x1500 => "Write_failure",
+        CDC_WRITE_FAILURE = 0x1600 => "CDC_WRITE_FAILURE",
+        CAS_WRITE_UNKNOWN = 0x1700 => "CAS_WRITE_UNKNOWN",
+        SYNTAX_ERROR = 0x2000 => "Syntax_error",
+        UNAUTHORIZED = 0x2100 => "Unauthorized",
+        INVALID = 0x2200 => "Invalid",
+        CONFIG_ERROR = 0x2300 => "Config_error",
+        ALREADY_EXISTS = 0x2400 => "Already_exists",
+        UNPREPARED = 0x2500 => "Unprepared",
     }
 }
 
@@ -141,14 +131,13 @@ fn failures(i: &[u8], version: u8) -> PResult<'_, Failures<'_>> {
     if version < 5 {
         return Ok((i, Failures::Count(count)));
     }
-    let start = i;
-    let mut rest = i;
-    for _ in 0..count.max(0) {
-        rest = inetaddr(rest)?.0;
-        rest = short(rest)?.0;
-    }
-    let raw = start.get(..start.len() - rest.len()).unwrap_or_default();
-    Ok((rest, Failures::ReasonMap { count, raw }))
+    // A negative count reads no endpoints.
+    let n = usize::try_from(count).unwrap_or(0);
+    let (i, raw) = counted(i, n, |i| {
+        let (i, _endpoint) = inetaddr(i)?;
+        short(i)
+    })?;
+    Ok((i, Failures::ReasonMap { count, raw }))
 }
 
 fn extra(i: &[u8], code: i32, version: u8) -> PResult<'_, ErrorExtra<'_>> {
@@ -168,12 +157,7 @@ fn extra(i: &[u8], code: i32, version: u8) -> PResult<'_, ErrorExtra<'_>> {
         WRITE_TIMEOUT => {
             let (i, (consistency, received, block_for)) = cl_received_block(i)?;
             let (i, write_type) = string(i)?;
-            let (i, contentions) = if version >= 5 && write_type == "CAS" {
-                let (i, c) = short(i)?;
-                (i, Some(c))
-            } else {
-                (i, None)
-            };
+            let (i, contentions) = optional(i, version >= 5 && write_type == "CAS", short)?;
             Ok((
                 i,
                 ErrorExtra::WriteTimeout {
@@ -293,59 +277,40 @@ impl<'a> ErrorBody<'a> {
     pub fn encode(&self, version: u8, out: &mut Vec<u8>) {
         write::int(out, self.code);
         write::string(out, self.message);
-        let crb = |out: &mut Vec<u8>, c: Consistency, r: i32, b: i32| {
-            write::short(out, c.0);
-            write::int(out, r);
+        if let Some((consistency, a, b)) = self.extra.counts() {
+            write::short(out, consistency.0);
+            write::int(out, a);
             write::int(out, b);
-        };
+        }
         let fails = |out: &mut Vec<u8>, f: &Failures<'_>| match f {
             Failures::Count(n) => write::int(out, *n),
             Failures::ReasonMap { count, raw } => {
+                write::int(out, *count);
                 if version >= 5 {
-                    write::int(out, *count);
                     out.extend_from_slice(raw);
-                } else {
-                    write::int(out, *count);
                 }
             }
         };
         match &self.extra {
-            ErrorExtra::None => {}
-            ErrorExtra::Unavailable {
-                consistency,
-                required,
-                alive,
-            } => crb(out, *consistency, *required, *alive),
+            ErrorExtra::None
+            | ErrorExtra::Unavailable { .. }
+            | ErrorExtra::CasWriteUnknown { .. } => {}
             ErrorExtra::WriteTimeout {
-                consistency,
-                received,
-                block_for,
                 write_type,
                 contentions,
+                ..
             } => {
-                crb(out, *consistency, *received, *block_for);
                 write::string(out, write_type);
                 if let (true, Some(c)) = (version >= 5 && *write_type == "CAS", contentions) {
                     write::short(out, *c);
                 }
             }
-            ErrorExtra::ReadTimeout {
-                consistency,
-                received,
-                block_for,
-                data_present,
-            } => {
-                crb(out, *consistency, *received, *block_for);
-                out.push(u8::from(*data_present));
-            }
+            ErrorExtra::ReadTimeout { data_present, .. } => out.push(u8::from(*data_present)),
             ErrorExtra::ReadFailure {
-                consistency,
-                received,
-                block_for,
                 failures,
                 data_present,
+                ..
             } => {
-                crb(out, *consistency, *received, *block_for);
                 fails(out, failures);
                 out.push(u8::from(*data_present));
             }
@@ -362,26 +327,66 @@ impl<'a> ErrorBody<'a> {
                 }
             }
             ErrorExtra::WriteFailure {
-                consistency,
-                received,
-                block_for,
                 failures,
                 write_type,
+                ..
             } => {
-                crb(out, *consistency, *received, *block_for);
                 fails(out, failures);
                 write::string(out, write_type);
             }
-            ErrorExtra::CasWriteUnknown {
-                consistency,
-                received,
-                block_for,
-            } => crb(out, *consistency, *received, *block_for),
             ErrorExtra::AlreadyExists { keyspace, table } => {
                 write::string(out, keyspace);
                 write::string(out, table);
             }
             ErrorExtra::Unprepared { id } => write::short_bytes(out, id),
+        }
+    }
+}
+
+impl ErrorExtra<'_> {
+    /// The `<consistency><int><int>` these extras begin with: the consistency and the required
+    /// and alive replicas of an Unavailable, the consistency and the received and required
+    /// (block_for) replies of a timeout or a failure.
+    fn counts(&self) -> Option<(Consistency, i32, i32)> {
+        match *self {
+            ErrorExtra::Unavailable {
+                consistency,
+                required,
+                alive,
+            } => Some((consistency, required, alive)),
+            ErrorExtra::WriteTimeout {
+                consistency,
+                received,
+                block_for,
+                ..
+            }
+            | ErrorExtra::ReadTimeout {
+                consistency,
+                received,
+                block_for,
+                ..
+            }
+            | ErrorExtra::ReadFailure {
+                consistency,
+                received,
+                block_for,
+                ..
+            }
+            | ErrorExtra::WriteFailure {
+                consistency,
+                received,
+                block_for,
+                ..
+            }
+            | ErrorExtra::CasWriteUnknown {
+                consistency,
+                received,
+                block_for,
+            } => Some((consistency, received, block_for)),
+            ErrorExtra::None
+            | ErrorExtra::FunctionFailure { .. }
+            | ErrorExtra::AlreadyExists { .. }
+            | ErrorExtra::Unprepared { .. } => None,
         }
     }
 }

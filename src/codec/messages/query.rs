@@ -2,8 +2,8 @@
 
 use crate::codec::error::CodecError;
 use crate::codec::primitives::{
-    byte, bytes, consistency, int, long, long_string, run_all, short, short_bytes, string, value,
-    Consistency, PResult, Value,
+    byte, bytes, consistency, counted_len, int, long, long_string, optional, read_counted, run_all,
+    short_bytes, short_counted, string, value, Consistency, PResult, Value,
 };
 
 /// Query parameter flags (a [byte] in v3/v4, an [int] in v5).
@@ -40,43 +40,28 @@ fn unnamed_value(i: &[u8]) -> PResult<'_, (Option<&str>, Value<'_>)> {
     Ok((i, (None, v)))
 }
 
+/// A value, after its [string] name when `named`.
+fn maybe_named_value(i: &[u8], named: bool) -> PResult<'_, (Option<&str>, Value<'_>)> {
+    if named {
+        named_value(i)
+    } else {
+        unnamed_value(i)
+    }
+}
+
 impl<'a> Values<'a> {
-    pub fn len(&self) -> usize {
-        usize::from(self.count)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
+    counted_len!();
     /// Each value with its name when the values are named.
     pub fn iter(&self) -> impl Iterator<Item = (Option<&'a str>, Value<'a>)> + 'a {
-        let mut rest = self.raw;
         let named = self.named;
-        (0..self.count).map_while(move |_| {
-            let (r, v) = if named {
-                named_value(rest).ok()?
-            } else {
-                unnamed_value(rest).ok()?
-            };
-            rest = r;
-            Some(v)
-        })
+        read_counted(self.raw, self.count, move |i| maybe_named_value(i, named))
     }
 }
 
 /// [short] n then n values (each after a [string] name when `named`).
 fn values(i: &[u8], named: bool) -> PResult<'_, Values<'_>> {
-    let (i, count) = short(i)?;
-    let start = i;
-    let mut rest = i;
-    for _ in 0..count {
-        rest = if named {
-            named_value(rest)?.0
-        } else {
-            unnamed_value(rest)?.0
-        };
-    }
-    let raw = start.get(..start.len() - rest.len()).unwrap_or_default();
-    Ok((rest, Values { raw, count, named }))
+    let (i, (raw, count)) = short_counted(i, |i| maybe_named_value(i, named))?;
+    Ok((i, Values { raw, count, named }))
 }
 
 fn flags_field(i: &[u8], version: u8) -> PResult<'_, u32> {
@@ -105,62 +90,55 @@ pub struct QueryParams<'a> {
     pub now_in_seconds: Option<i32>,
 }
 
-fn query_params(i: &[u8], version: u8) -> PResult<'_, QueryParams<'_>> {
-    let (i, consistency) = consistency(i)?;
-    let (mut i, f) = flags_field(i, version)?;
-    let mut p = QueryParams {
-        consistency,
-        flags: f,
-        values: Values::default(),
-        page_size: None,
-        paging_state: None,
-        serial_consistency: None,
-        timestamp: None,
-        keyspace: None,
-        now_in_seconds: None,
-    };
-    if f & flags::VALUES != 0 {
-        let (r, v) = values(i, f & flags::NAMES_FOR_VALUES != 0)?;
-        p.values = v;
-        i = r;
-    }
-    if f & flags::PAGE_SIZE != 0 {
-        let (r, v) = int(i)?;
-        p.page_size = Some(v);
-        i = r;
-    }
-    if f & flags::PAGING_STATE != 0 {
-        let (r, v) = bytes(i)?;
-        p.paging_state = v;
-        i = r;
-    }
-    if f & flags::SERIAL_CONSISTENCY != 0 {
-        let (r, v) = consistency_opt(i)?;
-        p.serial_consistency = Some(v);
-        i = r;
-    }
-    if f & flags::DEFAULT_TIMESTAMP != 0 {
-        let (r, v) = long(i)?;
-        p.timestamp = Some(v);
-        i = r;
-    }
-    if version >= 5 {
-        if f & flags::KEYSPACE != 0 {
-            let (r, v) = string(i)?;
-            p.keyspace = Some(v);
-            i = r;
-        }
-        if f & flags::NOW_IN_SECONDS != 0 {
-            let (r, v) = int(i)?;
-            p.now_in_seconds = Some(v);
-            i = r;
-        }
-    }
-    Ok((i, p))
+/// What QUERY and EXECUTE parameters and a BATCH end with, each part when `f` flags it:
+/// `[<serial_consistency>][<timestamp>]`, and in v5 `[<keyspace>][<now_in_seconds>]`.
+struct Trailer<'a> {
+    serial_consistency: Option<Consistency>,
+    timestamp: Option<i64>,
+    keyspace: Option<&'a str>,
+    now_in_seconds: Option<i32>,
 }
 
-fn consistency_opt(i: &[u8]) -> PResult<'_, Consistency> {
-    consistency(i)
+fn trailer(i: &[u8], f: u32, version: u8) -> PResult<'_, Trailer<'_>> {
+    let v5 = version >= 5;
+    let (i, serial_consistency) = optional(i, f & flags::SERIAL_CONSISTENCY != 0, consistency)?;
+    let (i, timestamp) = optional(i, f & flags::DEFAULT_TIMESTAMP != 0, long)?;
+    let (i, keyspace) = optional(i, v5 && f & flags::KEYSPACE != 0, string)?;
+    let (i, now_in_seconds) = optional(i, v5 && f & flags::NOW_IN_SECONDS != 0, int)?;
+    Ok((
+        i,
+        Trailer {
+            serial_consistency,
+            timestamp,
+            keyspace,
+            now_in_seconds,
+        },
+    ))
+}
+
+fn query_params(i: &[u8], version: u8) -> PResult<'_, QueryParams<'_>> {
+    let (i, consistency) = consistency(i)?;
+    let (i, f) = flags_field(i, version)?;
+    let named = f & flags::NAMES_FOR_VALUES != 0;
+    let (i, values) = optional(i, f & flags::VALUES != 0, |i| values(i, named))?;
+    let (i, page_size) = optional(i, f & flags::PAGE_SIZE != 0, int)?;
+    let (i, paging_state) = optional(i, f & flags::PAGING_STATE != 0, bytes)?;
+    let (i, t) = trailer(i, f, version)?;
+    Ok((
+        i,
+        QueryParams {
+            consistency,
+            flags: f,
+            values: values.unwrap_or_default(),
+            page_size,
+            // A null paging state is none.
+            paging_state: paging_state.flatten(),
+            serial_consistency: t.serial_consistency,
+            timestamp: t.timestamp,
+            keyspace: t.keyspace,
+            now_in_seconds: t.now_in_seconds,
+        },
+    ))
 }
 
 /// QUERY: `<query: long string><query_parameters>`.
@@ -206,12 +184,7 @@ impl<'a> Prepare<'a> {
             }
             let (i, f) = int(i)?;
             let f = f as u32;
-            let (i, keyspace) = if f & 0x01 != 0 {
-                let (i, k) = string(i)?;
-                (i, Some(k))
-            } else {
-                (i, None)
-            };
+            let (i, keyspace) = optional(i, f & 0x01 != 0, string)?;
             Ok((
                 i,
                 Prepare {
@@ -236,12 +209,7 @@ impl<'a> Execute<'a> {
     pub fn decode(body: &'a [u8], version: u8) -> Result<Self, CodecError> {
         run_all("EXECUTE", body, |i| {
             let (i, id) = short_bytes(i)?;
-            let (i, result_metadata_id) = if version >= 5 {
-                let (i, m) = short_bytes(i)?;
-                (i, Some(m))
-            } else {
-                (i, None)
-            };
+            let (i, result_metadata_id) = optional(i, version >= 5, short_bytes)?;
             let (i, params) = query_params(i, version)?;
             Ok((
                 i,
@@ -317,19 +285,9 @@ pub struct BatchChildren<'a> {
 }
 
 impl<'a> BatchChildren<'a> {
-    pub fn len(&self) -> usize {
-        usize::from(self.count)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
+    counted_len!();
     pub fn iter(&self) -> impl Iterator<Item = BatchChild<'a>> + 'a {
-        let mut rest = self.raw;
-        (0..self.count).map_while(move |_| {
-            let (r, c) = batch_child(rest).ok()?;
-            rest = r;
-            Some(c)
-        })
+        read_counted(self.raw, self.count, batch_child)
     }
 }
 
@@ -362,54 +320,29 @@ impl<'a> Batch<'a> {
                     )))
                 }
             };
-            let (i, count) = short(i)?;
-            let start = i;
-            let mut rest = i;
-            for _ in 0..count {
-                rest = batch_child(rest)?.0;
-            }
-            let raw = start.get(..start.len() - rest.len()).unwrap_or_default();
-            let (i, consistency) = consistency(rest)?;
-            let (mut i, f) = flags_field(i, version)?;
+            let (i, (raw, count)) = short_counted(i, batch_child)?;
+            let (i, consistency) = consistency(i)?;
+            let (i, f) = flags_field(i, version)?;
             if f & flags::NAMES_FOR_VALUES != 0 {
                 return Err(nom::Err::Error(nom::error::Error::new(
                     i,
                     nom::error::ErrorKind::Verify,
                 )));
             }
-            let mut b = Batch {
-                batch_type,
-                children: BatchChildren { raw, count },
-                consistency,
-                flags: f,
-                serial_consistency: None,
-                timestamp: None,
-                keyspace: None,
-                now_in_seconds: None,
-            };
-            if f & flags::SERIAL_CONSISTENCY != 0 {
-                let (r, v) = consistency_opt(i)?;
-                b.serial_consistency = Some(v);
-                i = r;
-            }
-            if f & flags::DEFAULT_TIMESTAMP != 0 {
-                let (r, v) = long(i)?;
-                b.timestamp = Some(v);
-                i = r;
-            }
-            if version >= 5 {
-                if f & flags::KEYSPACE != 0 {
-                    let (r, v) = string(i)?;
-                    b.keyspace = Some(v);
-                    i = r;
-                }
-                if f & flags::NOW_IN_SECONDS != 0 {
-                    let (r, v) = int(i)?;
-                    b.now_in_seconds = Some(v);
-                    i = r;
-                }
-            }
-            Ok((i, b))
+            let (i, t) = trailer(i, f, version)?;
+            Ok((
+                i,
+                Batch {
+                    batch_type,
+                    children: BatchChildren { raw, count },
+                    consistency,
+                    flags: f,
+                    serial_consistency: t.serial_consistency,
+                    timestamp: t.timestamp,
+                    keyspace: t.keyspace,
+                    now_in_seconds: t.now_in_seconds,
+                },
+            ))
         })
     }
 }
