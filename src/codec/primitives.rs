@@ -183,6 +183,7 @@ pub(crate) fn optional<'a, T>(
 }
 
 /// Skips `n` repetitions of `p`, returning the bytes they covered.
+#[inline]
 pub(crate) fn counted<'a, T>(
     i: &'a [u8],
     n: usize,
@@ -199,6 +200,7 @@ pub(crate) fn counted<'a, T>(
 
 /// Reads lazily the `count` items of `p` in `raw`, bytes that [`counted`] validated: it stops
 /// at the first item that does not decode (there is none in validated bytes).
+#[inline]
 pub(crate) fn read_counted<'a, T: 'a>(
     raw: &'a [u8],
     count: u16,
@@ -213,6 +215,7 @@ pub(crate) fn read_counted<'a, T: 'a>(
 }
 
 /// [short] n, then n items of `p`: the bytes they cover, and n.
+#[inline]
 pub(crate) fn short_counted<'a, T>(
     i: &'a [u8],
     p: impl FnMut(&'a [u8]) -> PResult<'a, T>,
@@ -223,6 +226,7 @@ pub(crate) fn short_counted<'a, T>(
 }
 
 /// The value of the last of `pairs` named `key` (exact match).
+#[inline]
 fn last_value<'a, V>(pairs: impl Iterator<Item = (&'a str, V)>, key: &str) -> Option<V> {
     pairs.filter(|(k, _)| *k == key).map(|(_, v)| v).last()
 }

@@ -41,6 +41,7 @@ fn unnamed_value(i: &[u8]) -> PResult<'_, (Option<&str>, Value<'_>)> {
 }
 
 /// A value, after its [string] name when `named`.
+#[inline]
 fn maybe_named_value(i: &[u8], named: bool) -> PResult<'_, (Option<&str>, Value<'_>)> {
     if named {
         named_value(i)
@@ -99,6 +100,7 @@ struct Trailer<'a> {
     now_in_seconds: Option<i32>,
 }
 
+#[inline]
 fn trailer(i: &[u8], f: u32, version: u8) -> PResult<'_, Trailer<'_>> {
     let v5 = version >= 5;
     let (i, serial_consistency) = optional(i, f & flags::SERIAL_CONSISTENCY != 0, consistency)?;
