@@ -70,6 +70,8 @@ pub(super) struct Ctx {
     /// Sent buffers (NGINX's buffer header and the bytes), reused for the next output, so
     /// that an output allocates nothing in the steady state.
     spare: Vec<Inflight>,
+    /// The buffer the session's output queue is polled into.
+    polled: Vec<u8>,
     /// Where the session's audit lines go.
     audit: Option<Rc<Sink>>,
     /// `cql_auth_timeout`: the handshake deadline.
@@ -173,6 +175,7 @@ unsafe fn create_ctx<'a>(s: *mut ngx_stream_session_t, conf: &SrvConf) -> Option
         inflight: Flows::default(),
         held: Flows::default(),
         spare: Vec::new(),
+        polled: Vec::new(),
         audit,
         deadline: core::mem::zeroed(),
     }));
@@ -285,11 +288,17 @@ unsafe fn local_address(s: *mut ngx_stream_session_t) -> Option<SocketAddr> {
 /// microseconds for latencies and the rate limits, which every worker process reads the
 /// same (`CLOCK_MONOTONIC`).
 unsafe fn clock() -> Now {
+    clock_of(true)
+}
+
+/// [`clock`], the monotonic clock read only if `monotonic` (a session that measures no
+/// latency and limits no rate does not look at it: `Session::reads_monotonic_clock`).
+unsafe fn clock_of(monotonic: bool) -> Now {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    let monotonic = if libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) == 0 {
+    let monotonic = if monotonic && libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) == 0 {
         u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
             + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000
     } else {
@@ -382,7 +391,7 @@ unsafe fn filter(
     } else {
         Direction::ClientToServer
     };
-    let now = clock();
+    let now = clock_of(ctx.session.reads_monotonic_clock());
     if chain.is_null() {
         // NGINX asks only for what is pending to be flushed; the writer refuses an empty
         // call, so it is asked only when it holds something.
@@ -492,31 +501,24 @@ impl Ctx {
     /// connection, which the caller carries out.
     unsafe fn poll_outputs(&mut self, s: *mut ngx_stream_session_t) -> Polled {
         let log = (*(*s).connection).log;
-        loop {
-            let mut out = self.spare.pop().unwrap_or_else(Inflight::new);
-            let polled = self.session.poll_output(&mut out.data);
-            if let Some(Output::Send(flow)) = polled {
-                if self.send(s, flow, out) == ERROR {
-                    return Polled::Error;
+        while let Some(output) = self.session.poll_output(&mut self.polled) {
+            match output {
+                Output::Send(flow) => {
+                    // The bytes go in a buffer NGINX keeps until sent; a spare one takes
+                    // their place for the next poll.
+                    let mut out = self.spare.pop().unwrap_or_else(Inflight::new);
+                    core::mem::swap(&mut out.data, &mut self.polled);
+                    if self.send(s, flow, out) == ERROR {
+                        return Polled::Error;
+                    }
                 }
-                continue;
-            }
-            match &polled {
-                Some(Output::Audit) => self.write_audit(&out.data, log),
-                Some(Output::Notice(line)) => {
-                    error_log::write(log, Level::Error, format_args!("{line}"))
-                }
-                _ => {}
-            }
-            out.data.clear();
-            self.spare.push(out);
-            match polled {
-                Some(Output::Refuse(violation)) => return Polled::Refuse(violation),
-                Some(Output::Close(violation)) => return Polled::Close(violation),
-                None => return Polled::Done,
-                _ => {}
+                Output::Audit => self.write_audit(&self.polled, log),
+                Output::Notice(line) => error_log::write(log, Level::Error, format_args!("{line}")),
+                Output::Refuse(violation) => return Polled::Refuse(violation),
+                Output::Close(violation) => return Polled::Close(violation),
             }
         }
+        Polled::Done
     }
 
     /// After the connection closed: the audit lines and notices still queued go to `log`.
@@ -696,6 +698,7 @@ impl Ctx {
         chain: *mut ngx_chain_t,
         from_upstream: ngx_uint_t,
     ) -> ngx_int_t {
+        let now = clock_of(self.session.reads_monotonic_clock());
         if from_upstream != 0 && !self.session.is_drained() {
             let mut cl = chain;
             while let Some(link) = cl.as_ref() {
@@ -703,7 +706,7 @@ impl Ctx {
                     if !buf.pos.is_null() && buf.pos < buf.last && buf.in_file() == 0 {
                         let len = buf.last.offset_from(buf.pos) as usize;
                         let bytes = core::slice::from_raw_parts(buf.pos, len);
-                        let _ = self.session.feed(Direction::ServerToClient, bytes, clock());
+                        let _ = self.session.feed(Direction::ServerToClient, bytes, now);
                         buf.pos = buf.last;
                         match self.poll_outputs(s) {
                             Polled::Done | Polled::Refuse(_) => {}

@@ -106,7 +106,8 @@ pub struct Now {
     /// Wall clock, milliseconds since the Unix epoch: audit records, token expiry.
     pub unix_ms: u64,
     /// A monotonic clock that every worker process reads the same, in microseconds:
-    /// latencies and rate limits.
+    /// latencies and rate limits (0 when [`Session::reads_monotonic_clock`] says the
+    /// session does not read it).
     pub monotonic_us: u64,
 }
 
@@ -422,6 +423,13 @@ impl Session {
         buf.clear();
         let lines = self.audit.as_mut().map(|log| log.lines_mut());
         self.out.poll(buf, lines)
+    }
+
+    /// Whether the session reads [`Now::monotonic_us`]: it measures latencies (audit,
+    /// metrics) or limits rates. The I/O layer need not read that clock for a session that
+    /// does not, and may pass 0.
+    pub fn reads_monotonic_clock(&self) -> bool {
+        self.audit.is_some() || self.meter().is_some() || !self.config.quotas.rates.is_empty()
     }
 
     /// How long the client has to log in, in milliseconds, if the proxy authenticates and
