@@ -512,10 +512,9 @@ impl Ctx {
                         return Polled::Error;
                     }
                 }
-                Output::Audit => self.write_audit(&self.polled, log),
-                Output::Notice(line) => error_log::write(log, Level::Error, format_args!("{line}")),
                 Output::Refuse(violation) => return Polled::Refuse(violation),
                 Output::Close(violation) => return Polled::Close(violation),
+                logged => self.write_log(&logged, log),
             }
         }
         Polled::Done
@@ -523,19 +522,22 @@ impl Ctx {
 
     /// After the connection closed: the audit lines and notices still queued go to `log`.
     unsafe fn write_logs(&mut self, log: *mut ngx::ffi::ngx_log_t) {
-        let mut buf = Vec::new();
-        while let Some(output) = self.session.poll_output(&mut buf) {
-            match output {
-                Output::Audit => self.write_audit(&buf, log),
-                Output::Notice(line) => error_log::write(log, Level::Error, format_args!("{line}")),
-                _ => {}
-            }
+        while let Some(output) = self.session.poll_output(&mut self.polled) {
+            self.write_log(&output, log);
         }
     }
 
-    unsafe fn write_audit(&self, lines: &[u8], log: *mut ngx::ffi::ngx_log_t) {
-        if let Some(sink) = &self.audit {
-            sink.write(lines, log);
+    /// An output for the logs: audit lines (in [`Ctx::polled`]) to the server's audit sink,
+    /// a notice to the error log; other outputs are not the logs'.
+    unsafe fn write_log(&self, output: &Output, log: *mut ngx::ffi::ngx_log_t) {
+        match output {
+            Output::Audit => {
+                if let Some(sink) = &self.audit {
+                    sink.write(&self.polled, log);
+                }
+            }
+            Output::Notice(line) => error_log::write(log, Level::Error, format_args!("{line}")),
+            _ => {}
         }
     }
 

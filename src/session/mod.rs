@@ -398,10 +398,11 @@ impl Session {
 
     /// A timer of the session's ran out at `now`: the handshake deadline
     /// ([`Session::auth_deadline_ms`]). A client that has not logged in yet is disconnected
-    /// ([`Output::Close`], audited), also while a refusal waits to reach it.
+    /// ([`Output::Close`], audited), also while a refusal of it waits to be sent.
     pub fn handle_timeout(&mut self, now: Now) {
         self.advance(now);
-        // A refusal still waiting for the server's response to end is cut short too.
+        // A refusal that has not reached the client yet (a client that does not read) is
+        // cut short too.
         if self.is_authenticated() {
             return;
         }

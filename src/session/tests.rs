@@ -2131,4 +2131,22 @@ fn a_client_that_has_not_logged_in_by_the_deadline_is_disconnected_and_one_that_
     w.session.handle_timeout(w.now);
     w.out.poll(&mut w.session);
     assert_eq!(w.out.end, None);
+
+    // Refused before STARTUP, by a client that never reads its refusal: the deadline still
+    // ends the connection.
+    let mut w = Wire::new(Setup::default().session(), 4);
+    let bytes = w.client.write(
+        1,
+        Opcode::Query,
+        &query_body("SELECT * FROM shop.orders", 4),
+    );
+    let Fed::Refuse(_) = w.feed(C2S, &bytes) else {
+        panic!("QUERY before STARTUP is refused");
+    };
+    w.session.handle_timeout(w.now);
+    w.out.poll(&mut w.session);
+    let Some(Output::Close(violation)) = w.out.end.take() else {
+        panic!("no close after the refusal: {:?}", w.out.end);
+    };
+    assert_eq!(violation.fault, Fault::AuthTimeout { ms });
 }
